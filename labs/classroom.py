@@ -1,0 +1,97 @@
+"""Checking a whole class: the inventory of students' machines, and their checks run side by side."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .errors import LabError, UsageError
+from .model import Lab, LabReport
+from .providers.ssh import Remote, ssh_target
+from .reporting import SilentReporter
+from .reports import UnreachableHost
+from .runner import Runner
+
+HOST_FIELDS = ("name", "host", "port", "user", "key", "workdir")
+
+
+@dataclass(frozen=True)
+class Student:
+    name: str
+    host: str
+    port: int = 22
+    user: str = "root"
+    key: str | None = None
+    workdir: str = ""
+
+    @property
+    def spec(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+def load_inventory(path: str | Path) -> list[Student]:
+    """Read the inventory YAML (`defaults:` and `hosts:`), refusing anything ambiguous."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"Inventory {path} does not exist.", "Pass the path of the class's inventory YAML.") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UsageError(f"Inventory {path} is not valid YAML{where}.", "Fix the syntax; see docs/classroom.md for the format.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("hosts"), list) or not data["hosts"]:
+        raise UsageError(f"Inventory {path} has no 'hosts:' list.", "List the students' machines under hosts:, see docs/classroom.md.")
+    defaults = data.get("defaults") or {}
+    students, seen = [], {}
+    for index, entry in enumerate(data["hosts"], start=1):
+        if not isinstance(entry, dict):
+            raise UsageError(f"Inventory {path}: host #{index} is not a mapping.", "Write each host as {name: ..., host: ...}.")
+        fields = {**defaults, **entry}
+        unknown = sorted(set(fields) - set(HOST_FIELDS))
+        if unknown:
+            raise UsageError(f"Inventory {path}: host #{index} has unknown field(s) {', '.join(unknown)}.",
+                             f"Use only: {', '.join(HOST_FIELDS)}.")
+        if not fields.get("host"):
+            raise UsageError(f"Inventory {path}: host #{index} has no 'host' field.", "Add host: (an address) to it or to defaults:.")
+        try:
+            student = Student(name=str(fields.get("name") or fields["host"]), host=str(fields["host"]),
+                              port=int(fields.get("port", 22)), user=str(fields.get("user", "root")),
+                              key=str(Path(str(fields["key"])).expanduser()) if fields.get("key") else None,
+                              workdir=str(fields.get("workdir") or ""))
+        except (TypeError, ValueError):
+            raise UsageError(f"Inventory {path}: host #{index} has a port that is not a number.", "Write port: 22.") from None
+        for label, key in (("name", student.name), ("address", student.spec)):
+            if (label, key) in seen:
+                raise UsageError(f"Inventory {path}: host #{index} repeats the {label} {key} of host #{seen[(label, key)]}.",
+                                 "Give every student one entry with a unique name.")
+            seen[(label, key)] = index
+        students.append(student)
+    return students
+
+
+def check_class(lab: Lab, students: list[Student], settings: dict, *, parallel: int, state_dir: Path,
+                connect_timeout: float, command_timeout: float,
+                on_result: Callable[[Student, LabReport | UnreachableHost], None] = lambda s, r: None,
+                ) -> list[LabReport | UnreachableHost]:
+    """Every student's self-check, at most `parallel` at once; an unreachable host is a result, not an error."""
+
+    def check_one(student: Student) -> LabReport | UnreachableHost:
+        try:
+            target = ssh_target(student.spec, student.key, state_dir, workdir=student.workdir, name=student.name)
+            remote = Remote(target, connect_timeout=connect_timeout, command_timeout=command_timeout)
+            try:
+                result = Runner(lab, remote, SilentReporter(), settings).check()
+            finally:
+                remote.close()
+        except LabError as error:
+            result = UnreachableHost(student.name, error.message)
+        on_result(student, result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        return list(pool.map(check_one, students))

@@ -1,0 +1,357 @@
+"""The task collection (`inv ...` in a checkout, `labkit ...` once installed) and its defaults.
+
+Defaults live in `ns.configure`, so invoke.yaml, ~/.invoke.yaml, INVOKE_* variables and flags override
+them without any configuration code of our own. Tasks turn flags into settings, then hand over to the
+runner; every LabError becomes a plain message and its exit status.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from invoke import Collection, Exit, Program, task
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__, chroot as chroot_lab
+from .classroom import check_class, load_inventory
+from .errors import LabError, UsageError
+from .model import LabReport
+from .providers import resolve, vm_provider
+from .providers.qemu import DEFAULTS as VM_DEFAULTS
+from .providers.ssh import Remote
+from .reporters import make_reporter
+from .reports import write_report
+from .runner import Runner
+from .templates import render
+
+LABS = {"chroot": chroot_lab.LAB}
+
+DEFAULTS = {
+    "target": {
+        "provider": "auto",
+        "connect_timeout": 10,
+        "command_timeout": 300,
+        "parallel": 10,
+    },
+    "vm": VM_DEFAULTS,
+    "chroot": {
+        "vm": "con0",
+        "workdir": "",
+        "rootfs": "rootfs",
+        "script": "container.sh",
+        "busybox": {
+            "source": "url",
+            "url": "https://www.busybox.net/downloads/binaries/1.31.0-defconfig-multiarch-musl/busybox-i686",
+            "sha256": "",
+        },
+        "container_sh": {
+            "shebang": "auto",
+            "tmp_base": "/tmp",
+            "prompt_suffix": "-# ",
+            "nonce_length": 10,
+        },
+    },
+}
+
+TARGET_HELP = {
+    "provider": "Where the lab runs: auto (default), qemu (the built-in VM), bakerx, or ssh (with --host).",
+    "vm": "Name of the lab VM (default: con0 for the chroot lab).",
+    "host": "Any SSH machine instead of a VM: USER@HOST[:PORT].",
+    "key": "Private key for --host.",
+    "report": "Write a report: PATH ending in .json or .xml (JUnit).",
+}
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _debugging() -> bool:
+    return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def user_errors(function):
+    """Show LabErrors as their message and exit status; a traceback only with `inv --debug`."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except LabError as error:
+            if _debugging():
+                raise
+            raise Exit(f"Error: {error}", code=error.code) from None
+        except KeyboardInterrupt:
+            raise Exit("Interrupted; the lab's clean-up has run.", code=130) from None
+
+    return wrapper
+
+
+def state_dir(config) -> Path:
+    configured = config.vm.state_dir
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(configured or Path(base) / "labkit").expanduser()
+
+
+@contextmanager
+def progress_display(console: Console, title: str):
+    """A spinner with the provider's latest news on a terminal; plain lines elsewhere."""
+    if console.is_terminal:
+        with console.status(title) as status:
+            yield lambda message: status.update(f"{title}: {message}")
+    else:
+        yield lambda message: console.print(f"{title}: {message}")
+
+
+def _lab_settings(config, lab: str, overrides: dict) -> dict:
+    settings = copy.deepcopy(dict(config[lab]))
+    settings = _plain(settings)
+    for path, value in overrides.items():
+        if value is None:
+            continue
+        *parents, last = path.split(".")
+        node = settings
+        for parent in parents:
+            node = node[parent]
+        node[last] = value
+    settings["state_dir"] = str(state_dir(config))
+    return settings
+
+
+def _plain(value):
+    """invoke's DataProxy objects as plain dicts, so labs and providers need not know invoke."""
+    if hasattr(value, "items"):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def _connect(c, lab: str, console: Console, provider, vm, host, key, workdir) -> Remote:
+    config = c.config
+    settings = config[lab]
+    with progress_display(console, f"Preparing {vm or settings.vm}") as progress:
+        target = resolve(provider or config.target.provider, vm=vm or settings.vm, host=host, key=key,
+                         workdir=workdir or settings.workdir, vm_settings=_plain(config.vm),
+                         state_dir=state_dir(config), progress=progress)
+    return Remote(target, connect_timeout=config.target.connect_timeout,
+                  command_timeout=config.target.command_timeout)
+
+
+def _finish(report, report_path: str | None, lab: str) -> None:
+    if report_path:
+        write_report(report_path, lab, [report])
+    if not report.ok:
+        raise Exit(code=1)
+
+
+def _run_lab(c, lab_name, *, provider, vm, host, key, start, only, force, demo, report, overrides):
+    lab = LABS[lab_name]
+    steps = lab.select(start, only)
+    console = _console()
+    settings = _lab_settings(c.config, lab_name, overrides)
+    remote = _connect(c, lab_name, console, provider, vm, host, key, settings["workdir"])
+    try:
+        runner = Runner(lab, remote, make_reporter(console, demo=demo), settings)
+        result = runner.solve(steps, force=force)
+    finally:
+        remote.close()
+    _finish(result, report, lab_name)
+
+
+def _check_class(c, lab_name, inventory, parallel, report):
+    """Check every student of the inventory; exit 1 when one fails, 3 when no host answered."""
+    lab = LABS[lab_name]
+    students = load_inventory(inventory)
+    console = _console()
+    settings = _lab_settings(c.config, lab_name, {})
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task_id = progress.add_task(f"Checking {len(students)} machines", total=len(students))
+        results = check_class(lab, students, settings, parallel=parallel or c.config.target.parallel,
+                              state_dir=state_dir(c.config), connect_timeout=c.config.target.connect_timeout,
+                              command_timeout=c.config.target.command_timeout,
+                              on_result=lambda student, result: progress.advance(task_id))
+    console.print(class_table(lab, results))
+    if report:
+        write_report(report, lab_name, results)
+    reached = [result for result in results if isinstance(result, LabReport)]
+    if not reached:
+        raise Exit("Error: no machine of the inventory could be reached.", code=3)
+    if len(reached) < len(results) or not all(result.ok for result in reached):
+        raise Exit(code=1)
+
+
+def class_table(lab, results) -> Table:
+    """Students as rows, steps as columns: ✓ done, ✗ failed, – skipped."""
+    marks = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "error": "[red]![/]", "skip": "[dim]–[/]"}
+    table = Table("student", *lab.step_ids, "passed", title=f"{lab.name}: class check", title_justify="left")
+    for result in results:
+        if isinstance(result, LabReport):
+            steps = {step.id: marks[step.status] for step in result.steps}
+            table.add_row(result.host, *(steps.get(step, "") for step in lab.step_ids),
+                          f"{result.summary['passed']}/{len(result.checks)}")
+        else:
+            table.add_row(result.host, f"[red]unreachable:[/] {result.message}", *[""] * len(lab.step_ids))
+    return table
+
+
+def _check_lab(c, lab_name, *, provider, vm, host, key, report, workdir):
+    lab = LABS[lab_name]
+    console = _console()
+    settings = _lab_settings(c.config, lab_name, {"workdir": workdir})
+    remote = _connect(c, lab_name, console, provider, vm, host, key, settings["workdir"])
+    try:
+        result = Runner(lab, remote, make_reporter(console), settings).check()
+    finally:
+        remote.close()
+    _finish(result, report, lab_name)
+
+
+# --- lab.* ----------------------------------------------------------------------------------------
+
+SOLVE_HELP = {
+    **TARGET_HELP,
+    "from": "Start at this step id (the earlier steps are taken as done).",
+    "only": "Run only this step id.",
+    "force": "Run steps even when their checks already pass.",
+    "demo": "Narrate: show each step's explanation and commands as the lab runs.",
+}
+
+
+@task(help={**SOLVE_HELP,
+            "busybox": "Where busybox comes from: url (the workshop's download, default), target (the "
+                       "target's own busybox) or a PATH to a static busybox on this machine (uploaded)."})
+@user_errors
+def lab_chroot(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
+               report=None, busybox=None):
+    """Run the chroot lab on the lab VM, verifying after every step."""
+    if busybox and busybox not in ("url", "target") and not Path(busybox).expanduser().is_file():
+        raise UsageError(f"--busybox {busybox}: no such file.", "Give url, target, or the path of a static busybox binary.")
+    _run_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, start=from_, only=only, force=force,
+             demo=demo, report=report, overrides={"busybox.source": busybox})
+
+
+@task(name="list")
+def lab_list(c):
+    """List the labs and their steps (id, title, interactive, destructive)."""
+    console = _console()
+    for lab in LABS.values():
+        table = Table(title=f"{lab.name}: {lab.title}", title_justify="left")
+        for column in ("step", "title", "interactive", "destructive"):
+            table.add_column(column)
+        for step in lab.steps:
+            table.add_row(step.id, step.title, "yes" if step.interactive else "", "yes" if step.destructive else "")
+        console.print(table)
+
+
+# --- check.* --------------------------------------------------------------------------------------
+
+CHECK_HELP = {
+    **TARGET_HELP,
+    "report": "Write a report: PATH ending in .json, .xml (JUnit) or .csv (class runs).",
+    "workdir": "Directory holding the student's rootfs and container.sh (default: the login user's home).",
+    "inventory": "YAML file listing a class's machines (defaults: and hosts:); checks them all.",
+    "parallel": "How many machines of --inventory to check at once (default: target.parallel).",
+}
+
+
+@task(help=CHECK_HELP)
+@user_errors
+def check_chroot(c, provider=None, vm=None, host=None, key=None, report=None, workdir=None, inventory=None,
+                 parallel=0):
+    """Check the student's chroot lab, read-only: which steps are done, which are wrong, and hints."""
+    if inventory:
+        _check_class(c, "chroot", inventory, parallel, report)
+    else:
+        _check_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, report=report, workdir=workdir)
+
+
+# --- vm.* -----------------------------------------------------------------------------------------
+
+VM_HELP = {"name": "VM name (con0 for the chroot lab).", "provider": "auto (default) or qemu."}
+
+
+def _vms(c, provider, console):
+    return vm_provider(provider or c.config.target.provider, _plain(c.config.vm), lambda message: console.print(message))
+
+
+@task(help=VM_HELP, positional=["name"])
+@user_errors
+def vm_up(c, name, provider=None):
+    """Build the VM image if needed, boot the VM and wait until it answers over SSH."""
+    console = _console()
+    with progress_display(console, f"Starting {name}") as progress:
+        target = vm_provider(provider or c.config.target.provider, _plain(c.config.vm), progress).up(name)
+    console.print(f"{name} is up: ssh {target.address} (inv vm.ssh {name})")
+
+
+@task(help={"provider": VM_HELP["provider"]})
+@user_errors
+def vm_status(c, provider=None):
+    """Show every lab VM, whether it runs, and its SSH address."""
+    console = _console()
+    table = Table("name", "provider", "state", "address", "image")
+    for status in _vms(c, provider, console).status():
+        table.add_row(status.name, status.provider, status.state, status.address, status.image)
+    console.print(table)
+
+
+@task(help=VM_HELP, positional=["name"])
+@user_errors
+def vm_ssh(c, name, provider=None):
+    """Open an interactive SSH session on the VM."""
+    command = _vms(c, provider, _console()).ssh_command(name)
+    sys.stdout.flush()
+    os.execvp(command[0], command)
+
+
+@task(help=VM_HELP, positional=["name"])
+@user_errors
+def vm_down(c, name, provider=None):
+    """Shut the VM down, keeping its disk."""
+    _vms(c, provider, _console()).down(name)
+
+
+@task(help=VM_HELP, positional=["name"])
+@user_errors
+def vm_destroy(c, name, provider=None):
+    """Stop the VM and delete its disk, keys and pinned host key."""
+    _vms(c, provider, _console()).destroy(name)
+
+
+# --- render.* -------------------------------------------------------------------------------------
+
+@task(name="container-sh", help={"shebang": "Interpreter for the #! line (default /bin/ash, the workshop's)."})
+@user_errors
+def render_container_sh(c, shebang=None):
+    """Print container.sh as the chroot lab renders it from templates/container.sh.j2."""
+    settings = _lab_settings(c.config, "chroot", {})
+    wanted = shebang or settings["container_sh"]["shebang"]
+    values = chroot_lab.container_sh_values(settings, "/bin/ash" if wanted == "auto" else wanted)
+    sys.stdout.write(render("container.sh.j2", values, "chroot.container_sh"))
+
+
+def _collection(name: str, *tasks_, **named) -> Collection:
+    collection = Collection(name)
+    for item in tasks_:
+        collection.add_task(item)
+    for task_name, item in named.items():
+        collection.add_task(item, name=task_name)
+    return collection
+
+
+ns = Collection()
+ns.add_collection(_collection("lab", lab_list, chroot=lab_chroot))
+ns.add_collection(_collection("check", chroot=check_chroot))
+ns.add_collection(_collection("vm", up=vm_up, status=vm_status, ssh=vm_ssh, down=vm_down, destroy=vm_destroy))
+ns.add_collection(_collection("render", render_container_sh))
+ns.configure(DEFAULTS)
+
+program = Program(namespace=ns, version=__version__, binary="labkit", binary_names=["labkit"])

@@ -1,0 +1,200 @@
+"""The SSH transport (fabric) and the `ssh` provider: any machine given as USER@HOST[:PORT] with a key.
+
+This is the only module that talks to fabric and paramiko. Host keys are always checked: a provider
+that generated the VM's host key pins it before the first connection (strict); for a machine we did
+not create, the first key seen is recorded and every later one must match (OpenSSH's accept-new).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shlex
+import socket
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import paramiko
+from fabric import Connection
+from invoke.exceptions import CommandTimedOut
+
+from ..errors import TargetError, UsageError
+from .target import SSHTarget
+
+_HOST_SPEC = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>\[[0-9a-fA-F:]+\]|[^@:\s\[\]]+)(?::(?P<port>\d{1,5}))?$")
+
+
+@dataclass
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def parse_host(spec: str) -> tuple[str, str, int]:
+    """USER@HOST[:PORT] -> (user, host, port); the user defaults to root and the port to 22."""
+    match = _HOST_SPEC.match(spec.strip())
+    port = int(match.group("port")) if match and match.group("port") else 22
+    if not match or not 0 < port < 65536:
+        raise UsageError(f"Cannot read --host '{spec}'.", "Write it as USER@HOST or USER@HOST:PORT, e.g. root@192.168.56.10:22.")
+    return match.group("user") or "root", match.group("host").strip("[]"), port
+
+
+def check_key_file(key: Path) -> None:
+    """Refuse keys that ssh itself would refuse, before any connection is attempted."""
+    if not key.is_file():
+        raise UsageError(f"Key file {key} does not exist.", "Pass the private key of the lab machine with --key PATH.")
+    if key.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UsageError(f"Key file {key} can be read by other users.", f"Restrict it first: chmod 600 {shlex.quote(str(key))}")
+
+
+class _RecordNewHostKey(paramiko.MissingHostKeyPolicy):
+    """accept-new: pin an unknown host's key in our known_hosts file; a changed key still fails."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        keys = paramiko.HostKeys()
+        if self.path.exists():
+            keys.load(str(self.path))
+        keys.add(hostname, key.get_name(), key)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys.save(str(self.path))
+        os.chmod(self.path, 0o600)
+
+
+class _LineSink(io.StringIO):
+    """A stream fabric writes command output to; calls `on_line` for every complete line."""
+
+    def __init__(self, on_line: Callable[[str], None]):
+        super().__init__()
+        self.on_line = on_line
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.on_line(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.on_line(self.pending)
+            self.pending = ""
+
+
+class Remote:
+    """One SSH connection to a lab machine, reused for every command of a run."""
+
+    def __init__(self, target: SSHTarget, connect_timeout: float = 10, command_timeout: float = 300):
+        self.target = target
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self._connection: Connection | None = None
+
+    def _open(self) -> Connection:
+        target = self.target
+        connect_kwargs = {"banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout}
+        if target.key_path:
+            check_key_file(Path(target.key_path))
+            connect_kwargs.update(key_filename=str(target.key_path), look_for_keys=False, allow_agent=False)
+        connection = Connection(target.host, user=target.user, port=target.port,
+                                connect_timeout=self.connect_timeout, connect_kwargs=connect_kwargs)
+        client = connection.client
+        known_hosts = Path(target.known_hosts)
+        if known_hosts.exists():
+            client.load_host_keys(str(known_hosts))
+        client.set_missing_host_key_policy(
+            paramiko.RejectPolicy() if target.strict_host_key else _RecordNewHostKey(known_hosts))
+        try:
+            connection.open()
+        except paramiko.BadHostKeyException:
+            label = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
+            raise TargetError(
+                f"The SSH host key of {target.name} ({label}) is not the one pinned in {known_hosts}.",
+                f"If the machine was recreated on purpose, forget the old key: ssh-keygen -R '{label}' -f {known_hosts}",
+            ) from None
+        except paramiko.SSHException as error:
+            if "not found in known_hosts" in str(error):
+                raise TargetError(f"{target.name} presented a host key that was never pinned.",
+                                  f"Recreate the VM through the toolkit: inv vm.destroy {target.name} && inv vm.up {target.name}") from None
+            if isinstance(error, paramiko.AuthenticationException):
+                raise TargetError(f"{target.address} refused the SSH login as {target.user} with key {target.key_path}.",
+                                  "Check --key and the user in --host.") from None
+            raise TargetError(f"No SSH server answered at {target.address} ({error}).",
+                              "Check the host and port; is the machine booted?") from None
+        except (socket.timeout, TimeoutError):
+            raise TargetError(f"Connecting to {target.address} timed out after {self.connect_timeout:g}s.",
+                              "Check the host and port, and that the machine is up (inv vm.status).") from None
+        except OSError as error:
+            raise TargetError(f"Cannot connect to {target.address}: {error.strerror or error}.",
+                              "Check the host and port, and that the machine is up (inv vm.status).") from None
+        return connection
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None or not self._connection.is_connected:
+            self._connection = self._open()
+        return self._connection
+
+    def reconnect(self) -> None:
+        """A new login session, so that group changes and the like take effect."""
+        self.close()
+        self._connection = self._open()
+
+    def run(self, script: str, *, stdin: str | None = None, root: bool = True, timeout: float | None = None,
+            on_line: Callable[[str], None] | None = None) -> CommandResult:
+        """Run `script` with sh on the target (as root through sudo when the login user is not root)."""
+        command = f"sh -c {shlex.quote(script)}"
+        if root and self.target.user != "root":
+            command = f"sudo -n {command}"
+        sinks = [_LineSink(on_line) if on_line else io.StringIO() for _ in range(2)]
+        started = time.monotonic()
+        try:
+            result = self.connection.run(
+                command, warn=True, hide=False, pty=False, timeout=timeout or self.command_timeout,
+                in_stream=io.StringIO(stdin) if stdin is not None else False,
+                out_stream=sinks[0], err_stream=sinks[1])
+        except CommandTimedOut:
+            raise TargetError(f"A command on {self.target.name} did not finish within {timeout or self.command_timeout:g}s.",
+                              "The machine may be overloaded or the command waits for input; try again, or raise ssh.command_timeout.") from None
+        except (paramiko.SSHException, EOFError, OSError) as error:
+            self._connection = None
+            raise TargetError(f"The SSH connection to {self.target.name} was lost ({error}).",
+                              "Check that the machine is still up (inv vm.status) and run the lab again.") from None
+        for sink in sinks:
+            sink.flush()
+        return CommandResult(result.exited, result.stdout, result.stderr, time.monotonic() - started)
+
+    def put(self, data: bytes, path: str, mode: int = 0o644) -> None:
+        """Write `data` to `path` on the target over SFTP, as the login user."""
+        sftp = self.connection.sftp()
+        with sftp.open(path, "wb") as remote_file:
+            remote_file.write(data)
+        sftp.chmod(path, mode)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def ssh_target(host_spec: str, key: str | None, state_dir: Path, workdir: str = "", name: str | None = None) -> SSHTarget:
+    """The `ssh` provider: a machine we did not create, its host key pinned on first sight."""
+    user, host, port = parse_host(host_spec)
+    key_path = Path(key).expanduser() if key else None
+    if key_path:
+        check_key_file(key_path)
+    return SSHTarget(name=name or f"{user}@{host}:{port}", host=host, port=port, user=user, key_path=key_path,
+                     known_hosts=state_dir / "known_hosts", provider="ssh", strict_host_key=False, workdir=workdir)

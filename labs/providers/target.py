@@ -1,0 +1,25 @@
+"""What every provider hands back: how to reach a lab machine over SSH."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """SSH details of one lab machine; `known_hosts` holds its pinned host key."""
+
+    name: str
+    host: str
+    port: int
+    user: str
+    key_path: Path | None
+    known_hosts: Path
+    provider: str
+    # Host keys not yet in `known_hosts` are refused when True (the provider pinned the key
+    # itself), and recorded on first sight when False (ssh's accept-new).
+    strict_host_key: bool = True
+    workdir: str = ""
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"

@@ -1,0 +1,336 @@
+"""Build and cache the Debian disk images that the QEMU provider boots.
+
+An image is described by a *recipe* (plain data, overridable through the `vm.images` setting):
+
+| key        | meaning                                                                  |
+|------------|--------------------------------------------------------------------------|
+| `packages` | Debian packages added to a `minbase` bookworm (kernel and sshd included) |
+| `user`     | the login user; `root` logs in as root, anything else is created         |
+| `sudo`     | that non-root user gets passwordless sudo                                |
+| `groups`   | supplementary groups of that user (they must exist after installation)  |
+| `services` | commands busybox init keeps running besides sshd (for example dockerd)   |
+
+The build runs `mmdebstrap` (root mode as root, unshare mode for a normal user, so no sudo is
+needed), turns its tarball into an ext2 image with `genext2fs` (which keeps the tar's root
+ownership without privileges), upgrades that to a journalled, extent-based filesystem of
+`disk_size`, and copies the kernel and its initrd next to it: the Debian cloud kernel has
+virtio as modules, so it cannot boot without that initrd.
+
+The result lives in `<cache_dir>/images/<recipe>-<hash>/`, where the hash covers the recipe, the
+suite, the mirror, the disk size and the guest files; it is built in a temporary directory and
+renamed into place, so an interrupted build never leaves a half image behind.
+"""
+
+import copy
+import hashlib
+import io
+import json
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from labs.errors import TargetError, UsageError
+from labs.resources import resource
+
+# Bump when the build procedure changes in a way that should invalidate every cached image.
+IMAGE_FORMAT = 1
+
+BASE_PACKAGES = ["openssh-server", "linux-image-cloud-amd64", "busybox-static"]
+
+RECIPES: dict[str, dict] = {
+    "chroot": {
+        "packages": BASE_PACKAGES,
+        "user": "root",
+        "sudo": False,
+        "groups": [],
+        "services": [],
+    },
+    "docker": {
+        "packages": BASE_PACKAGES + ["sudo", "docker.io"],
+        "user": "vagrant",
+        "sudo": True,
+        "groups": ["sudo"],
+        "services": ["/usr/sbin/dockerd >/var/log/dockerd.log 2>&1"],
+    },
+}
+
+# Guest files: name under scripts/guest/ -> (path in the image, mode).
+GUEST_FILES = {
+    "rc": ("etc/labkit/rc", 0o755),
+    "inittab": ("etc/inittab", 0o644),
+    "sshd_config": ("etc/ssh/sshd_config.d/labkit.conf", 0o644),
+}
+# busybox picks the applet from argv[0], so init has to be reached through a link named "init".
+INIT_PATH = "/usr/lib/labkit/init"
+
+# Documentation is not needed on a lab VM; leaving it out makes the image and in-guest apt faster.
+DPKG_EXCLUDES = [
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+]
+
+BLOCK_SIZE = 4096
+BYTES_PER_INODE = 16384
+PROGRESS_EVERY = 15.0
+
+
+def default_dir(env: str, fallback: str) -> Path:
+    """The XDG directory `env` (or `~/fallback`) joined with `labkit`."""
+    base = os.environ.get(env) or str(Path.home() / fallback)
+    return Path(base) / "labkit"
+
+
+def cache_dir(settings: dict) -> Path:
+    """Where images are cached: the `cache_dir` setting, else the user's XDG cache dir."""
+    value = settings.get("cache_dir") or default_dir("XDG_CACHE_HOME", ".cache")
+    return Path(value).expanduser()
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in a size such as `2G`, `512M` or a plain number of bytes."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", str(text), re.IGNORECASE)
+    if not match:
+        raise UsageError(f"Bad disk size {text!r}.", "Use a size like 2G or 4096M (setting vm.disk_size).")
+    number, unit = match.groups()
+    return int(number) * 1024 ** " KMGT".index(unit.upper() or " ")
+
+
+def recipe_for(settings: dict, image: str) -> dict:
+    """The recipe named `image` from the settings (falling back to the built-in ones)."""
+    recipes = {**RECIPES, **(settings.get("images") or {})}
+    if image not in recipes:
+        raise UsageError(f"Unknown image recipe '{image}'.", f"Known recipes: {', '.join(sorted(recipes))} (setting vm.images).")
+    recipe = {**RECIPES.get(image, RECIPES["chroot"]), **recipes[image]}
+    return copy.deepcopy(recipe)
+
+
+def guest_file_bytes() -> dict[str, bytes]:
+    """Contents of the shipped guest files, which are part of every image."""
+    return {name: resource("scripts", "guest", name).read_bytes() for name in GUEST_FILES}
+
+
+def recipe_hash(recipe: dict, suite: str, mirror: str, disk_size: int, guest_files: dict[str, bytes]) -> str:
+    """A short digest of everything that ends up in an image, naming its cache directory."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([IMAGE_FORMAT, recipe, suite, mirror, disk_size], sort_keys=True).encode())
+    for name in sorted(guest_files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(guest_files[name]).digest())
+    return digest.hexdigest()[:12]
+
+
+def image_dir(settings: dict, image: str) -> Path:
+    """Cache directory the current recipe of `image` builds into."""
+    recipe = recipe_for(settings, image)
+    key = recipe_hash(recipe, settings["suite"], settings["mirror"], parse_size(settings["disk_size"]), guest_file_bytes())
+    return cache_dir(settings) / "images" / f"{image}-{key}"
+
+
+def customize_hooks(recipe: dict, overlay_tar: Path) -> list[str]:
+    """mmdebstrap `--customize-hook` values: guest files, login user, no shared host keys."""
+    hooks = [
+        f"tar-in {shlex.quote(str(overlay_tar))} /",
+        # openssh-server generated host keys at install time; every VM gets its own from its seed.
+        'rm -f "$1"/etc/ssh/ssh_host_*',
+    ]
+    user = recipe["user"]
+    if user != "root":
+        groups = ",".join(recipe.get("groups") or [])
+        useradd = f"useradd --create-home --shell /bin/bash {'--groups ' + shlex.quote(groups) if groups else ''} {shlex.quote(user)}"
+        hooks.append(f'chroot "$1" {useradd}')
+        # "*" rather than a locked "!": sshd then accepts key logins whatever its UsePAM says.
+        hooks.append(f"chroot \"$1\" usermod -p '*' {shlex.quote(user)}")
+        if recipe.get("sudo"):
+            line = shlex.quote(f"{user} ALL=(ALL) NOPASSWD:ALL")
+            hooks.append(f'echo {line} > "$1"/etc/sudoers.d/labkit && chmod 440 "$1"/etc/sudoers.d/labkit')
+    return hooks
+
+
+def write_overlay_tar(path: Path, recipe: dict) -> None:
+    """Tarball of the guest files, owned by root, for mmdebstrap's `tar-in`."""
+    contents = guest_file_bytes()
+    services = "".join(f"::respawn:{command}\n" for command in recipe.get("services") or [])
+    contents["inittab"] = contents["inittab"] + services.encode()
+
+    def add(tar: tarfile.TarFile, name: str, mode: int, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
+        info = tarfile.TarInfo(name)
+        info.mode, info.type, info.linkname, info.size = mode, kind, link, len(data)
+        info.mtime = int(time.time())
+        tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+    with tarfile.open(path, "w") as tar:
+        for directory in ("etc/labkit", "usr/lib/labkit", "etc/ssh/sshd_config.d"):
+            add(tar, directory, 0o755, kind=tarfile.DIRTYPE)
+        for name, (target, mode) in GUEST_FILES.items():
+            add(tar, target, mode, contents[name])
+        add(tar, INIT_PATH.lstrip("/"), 0o777, kind=tarfile.SYMTYPE, link="/bin/busybox")
+
+
+def extract_boot_files(rootfs_tar: Path, dest: Path) -> str:
+    """Copy the newest kernel and its initrd out of the rootfs tarball; returns the kernel version."""
+    kernels: dict[str, tarfile.TarInfo] = {}
+    initrds: dict[str, tarfile.TarInfo] = {}
+    with tarfile.open(rootfs_tar) as tar:
+        for member in tar:
+            name = member.name.removeprefix("./")
+            if member.isfile() and name.startswith("boot/vmlinuz-"):
+                kernels[name.removeprefix("boot/vmlinuz-")] = member
+            elif member.isfile() and name.startswith("boot/initrd.img-"):
+                initrds[name.removeprefix("boot/initrd.img-")] = member
+        versions = sorted(set(kernels) & set(initrds), key=_version_key)
+        if not versions:
+            raise TargetError("The image has no kernel with an initrd in /boot.", "Check the recipe's packages (it needs linux-image-cloud-amd64).")
+        version = versions[-1]
+        for member, out in ((kernels[version], "vmlinuz"), (initrds[version], "initrd.img")):
+            with tar.extractfile(member) as src, open(dest / out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    return version
+
+
+def _version_key(version: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", version)]
+
+
+def check_tools() -> None:
+    """Fail early, with the install command, when a build tool is missing."""
+    for tool in ("mmdebstrap", "genext2fs", "tune2fs", "e2fsck"):
+        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+            raise TargetError(f"{tool} not found.", "Install it: sudo apt-get install mmdebstrap genext2fs e2fsprogs uidmap")
+    if os.geteuid() != 0:
+        if not shutil.which("newuidmap"):
+            raise TargetError("newuidmap not found (needed to build images without root).", "Install it: sudo apt-get install uidmap")
+        user = pwd.getpwuid(os.getuid()).pw_name
+        for table in ("/etc/subuid", "/etc/subgid"):
+            if not _has_subids(Path(table), user, os.getuid()):
+                raise TargetError(
+                    f"User {user} has no subordinate ids in {table} (mmdebstrap's unshare mode needs them).",
+                    f"Add them: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}",
+                )
+
+
+def _has_subids(table: Path, user: str, uid: int) -> bool:
+    try:
+        lines = table.read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.split(":")[0] in (user, str(uid)) for line in lines if line.count(":") == 2)
+
+
+def _tool(name: str) -> str:
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or name
+
+
+def _run(argv: list[str], log: Path, timeout: float, progress: Callable[[str], None], phase: str) -> None:
+    """Run one build step with its output in `log`; bounded by `timeout`, progress every few seconds."""
+    progress(phase)
+    started = time.monotonic()
+    next_note = started + PROGRESS_EVERY
+    with open(log, "ab") as out:
+        out.write(f"$ {shlex.join(argv)}\n".encode())
+        out.flush()
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while process.poll() is None:
+                now = time.monotonic()
+                if now - started > timeout:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+                    raise TargetError(f"Image build step timed out after {int(timeout)} s: {argv[0]}.", f"See the build log: {log}")
+                if now >= next_note:
+                    progress(f"{phase} ({int(now - started)} s)")
+                    next_note = now + PROGRESS_EVERY
+                time.sleep(0.2)
+        except BaseException:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            raise
+    # e2fsck exits 1 when it fixed something, which is what it is run for here.
+    if process.returncode not in ((0, 1) if argv[0].endswith("e2fsck") else (0,)):
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise TargetError(f"Image build step failed ({os.path.basename(argv[0])}, exit {process.returncode}): {' | '.join(tail)}", f"See the build log: {log}")
+
+
+def _remove_stale_builds(images: Path) -> None:
+    """Delete temporary build directories whose builder process is gone."""
+    for tmp in images.glob(".build-*"):
+        pid = tmp.name.split("-")[-2] if tmp.name.count("-") >= 3 else ""
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_image(settings: dict, image: str, progress: Callable[[str], None], force: bool = False) -> Path:
+    """The cached image directory for recipe `image`, building it first when missing (or `force`)."""
+    recipe = recipe_for(settings, image)
+    final = image_dir(settings, image)
+    if final.is_dir() and not force:
+        return final
+    images = final.parent
+    try:
+        images.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=images)
+        probe.close()
+    except OSError as error:
+        raise TargetError(f"Cache directory {images} is not writable ({error.strerror}).", "Set vm.cache_dir to a writable directory.") from None
+    check_tools()
+    _remove_stale_builds(images)
+    disk_size = parse_size(settings["disk_size"])
+    timeout = float(settings["build_timeout"])
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix=f".build-{image}-{os.getpid()}-", dir=images))
+    # Outside `work`, so that a failed build's log survives the clean-up for the error's hint.
+    log = images / f"{image}-build.log"
+    log.unlink(missing_ok=True)
+    try:
+        overlay = work / "guest.tar"
+        write_overlay_tar(overlay, recipe)
+        rootfs_tar = work / "rootfs.tar"
+        argv = [
+            _tool("mmdebstrap"), "--mode=auto", "--variant=minbase", "--format=tar",
+            "--include=" + ",".join(recipe["packages"]),
+            "--aptopt=Acquire::Retries \"3\"",
+            *(f"--dpkgopt={rule}" for rule in DPKG_EXCLUDES),
+            *(f"--customize-hook={hook}" for hook in customize_hooks(recipe, overlay)),
+            settings["suite"], str(rootfs_tar), settings["mirror"],
+        ]
+        _run(argv, log, timeout, progress, f"Building image {image}: installing Debian packages (about a minute)")
+        progress(f"Building image {image}: copying out the kernel and initrd")
+        kernel = extract_boot_files(rootfs_tar, work)
+        disk = work / "rootfs.img"
+        blocks, inodes = disk_size // BLOCK_SIZE, disk_size // BYTES_PER_INODE
+        _run([_tool("genext2fs"), "-B", str(BLOCK_SIZE), "-b", str(blocks), "-N", str(inodes), "-m", "0", "-a", str(rootfs_tar), str(disk)],
+             log, timeout, progress, f"Building image {image}: writing the {settings['disk_size']} disk image")
+        rootfs_tar.unlink()
+        overlay.unlink()
+        # ext2 -> journalled, extents, d_type (overlayfs upper dirs need it); e2fsck then fills in the types.
+        _run([_tool("tune2fs"), "-L", "labkit-root", "-O", "has_journal,extent,dir_index,filetype,uninit_bg", str(disk)], log, timeout, progress,
+             f"Building image {image}: adding a journal")
+        _run([_tool("e2fsck"), "-fy", str(disk)], log, timeout, progress, f"Building image {image}: checking the filesystem")
+        meta = {"image": image, "recipe": recipe, "suite": settings["suite"], "mirror": settings["mirror"], "kernel": kernel,
+                "disk_size": disk_size, "build_seconds": round(time.monotonic() - started, 1), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (work / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
+        shutil.move(log, work / "build.log")
+        if force and final.exists():
+            shutil.rmtree(final)
+        try:
+            work.rename(final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            # Another build of the same recipe finished first; its image is identical.
+            shutil.rmtree(work, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    progress(f"Built image {image} in {time.monotonic() - started:.0f} s: {final}")
+    return final

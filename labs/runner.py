@@ -1,0 +1,265 @@
+"""The only executor: runs a lab's steps and checks on a target and tells a Reporter what happens.
+
+Solving a lab ("solve"): for each step, its checks run first; when they pass the step is already
+done, else its action runs and the checks run again; the first failing check stops the lab.
+Checking a lab ("check"): every step's checks, read-only, batched into one remote script so that a
+self-check costs one SSH round trip. Either way the lab's clean-up script runs at the end, also after
+a failure or Ctrl-C, so nothing the lab mounted stays mounted.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .errors import LabError
+from .model import ERROR, FAIL, PASS, SKIP, CheckResult, Lab, LabReport, Step, StepResult
+from .providers.ssh import CommandResult, Remote
+from .reporting import Reporter
+
+JOURNAL_DIR = ".labkit"
+
+
+class StepFailed(LabError):
+    """An action's command failed; the step stops with this message and hint."""
+
+    code = 1
+
+
+@dataclass
+class StepContext:
+    """What a step's action works with: the target, the lab's settings and variables, the reporter."""
+
+    remote: Remote
+    settings: dict
+    variables: dict[str, str]
+    reporter: Reporter
+    step: Step
+    force: bool = False
+    notes: dict = field(default_factory=dict)
+
+    def sh(self, script: str, *, stdin: str | None = None, show: str | None = None, check: bool = True,
+           timeout: float | None = None, failure: tuple[str, str] | None = None) -> CommandResult:
+        """Run `script` as root in the workdir, showing `show` (default: the script; "" shows nothing).
+
+        When it fails and `check` is set, the step fails with `failure` (message, hint) or a generic one.
+        """
+        if show != "":
+            self.reporter.command(self.step, show if show is not None else script)
+        result = self.remote.run(preamble(self.variables) + script, stdin=stdin, timeout=timeout,
+                                 on_line=lambda line: self.reporter.output(self.step, line))
+        if check and not result.ok:
+            message, hint = failure or (
+                f"A command of step {self.step.id} failed with exit status {result.exit_code}.",
+                "Read its output above; fix the cause and run the lab again from this step.")
+            raise StepFailed(message, hint)
+        return result
+
+    def read(self, script: str) -> CommandResult:
+        """Run a read-only helper command without showing it (used to inspect the target)."""
+        return self.remote.run(preamble(self.variables) + script)
+
+
+def preamble(variables: dict[str, str]) -> str:
+    """Shell lines that set the lab's variables (quoted) and enter the workdir."""
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
+    lines.append('cd "$WORKDIR" || exit 97')
+    return "\n".join(lines) + "\n"
+
+
+def batch_script(checks: list[tuple[Step, object]], token: str) -> str:
+    """One script running many checks, each in its own subshell, framed by markers with its status.
+
+    Checks of a step after a failed step are reported as skipped: the lab's steps build on each other.
+    """
+    parts = ["lk_failed_step="]
+    for step, check in checks:
+        parts.append(
+            f"printf '\\n{token} begin %s\\n' {shlex.quote(check.id)}\n"
+            f'if [ -n "$lk_failed_step" ] && [ "$lk_failed_step" != {shlex.quote(step.id)} ]; then lk_status=skip; else\n'
+            f"( {check.script}\n) </dev/null 2>&1; lk_status=$?\n"
+            f'[ "$lk_status" = 0 ] || lk_failed_step={shlex.quote(step.id)}\nfi\n'
+            f"printf '\\n{token} end %s %s\\n' {shlex.quote(check.id)} \"$lk_status\""
+        )
+    return "\n".join(parts) + "\n"
+
+
+class Runner:
+    """Runs one lab on one connected target."""
+
+    def __init__(self, lab: Lab, remote: Remote, reporter: Reporter, settings: dict, provider: str = ""):
+        self.lab = lab
+        self.remote = remote
+        self.reporter = reporter
+        self.settings = settings
+        self.provider = provider or remote.target.provider
+        self._variables: dict[str, str] | None = None
+
+    @property
+    def variables(self) -> dict[str, str]:
+        if self._variables is None:
+            workdir = self.remote.target.workdir or self.remote.run('printf %s "$HOME"', root=False).stdout.strip()
+            self._variables = {"WORKDIR": workdir, **self.lab.variables(self.settings, workdir)}
+        return self._variables
+
+    def _report(self, mode: str) -> LabReport:
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return LabReport(lab=self.lab.name, host=self.remote.target.name, provider=self.provider,
+                         started=started, mode=mode)
+
+    def run_checks(self, steps: list[Step], announce: bool = True) -> list[CheckResult]:
+        """Run the checks of `steps` in one remote script; results arrive with their durations.
+
+        Solving looks before it acts without `announce`: a step not yet done is no failure.
+        """
+        pairs = [(step, check) for step in steps for check in step.checks]
+        by_id = {check.id: (step, check) for step, check in pairs}
+        token = f"@@labkit-{uuid.uuid4().hex[:12]}"
+        results: list[CheckResult] = []
+        state = {"begun": time.monotonic(), "lines": []}
+
+        def on_line(line: str) -> None:
+            if not line.startswith(token):
+                state["lines"].append(line)
+                return
+            words = line[len(token):].split()
+            if words[0] == "begin":
+                state["begun"], state["lines"] = time.monotonic(), []
+                return
+            step, check = by_id[words[1]]
+            result = self._check_result(step, check, int(words[2]) if words[2] != "skip" else None,
+                                        state["lines"], time.monotonic() - state["begun"])
+            results.append(result)
+            if announce:
+                self.reporter.check_finished(result)
+
+        outcome = self.remote.run(preamble(self.variables) + batch_script(pairs, token), on_line=on_line)
+        if outcome.exit_code == 97:
+            workdir = self.variables["WORKDIR"]
+            results = [CheckResult(check.id, step.id, FAIL if step is steps[0] else SKIP,
+                                   f"The work directory {workdir} does not exist on the target.",
+                                   "Create it, or name the right one with the inventory's workdir field.")
+                       for step, check in pairs]
+        seen = {result.id for result in results}
+        for step, check in pairs:
+            if check.id not in seen:
+                result = CheckResult(check.id, step.id, ERROR, "The check did not finish.",
+                                     outcome.stderr.strip().splitlines()[-1] if outcome.stderr.strip() else "")
+                results.append(result)
+                self.reporter.check_finished(result)
+        return results
+
+    @staticmethod
+    def _check_result(step: Step, check, status: int | None, lines: list[str], duration: float) -> CheckResult:
+        detail = next((line.strip() for line in reversed(lines) if line.strip()), "")
+        if status is None:
+            return CheckResult(check.id, step.id, SKIP, "Skipped: an earlier step is not done.", "", duration)
+        if status == 0:
+            return CheckResult(check.id, step.id, PASS, "", "", duration, detail)
+        return CheckResult(check.id, step.id, FAIL, check.message, check.hint, duration, detail)
+
+    def check(self, steps: list[Step] | None = None) -> LabReport:
+        """The student's self-check: every check of `steps` (default all), changing nothing."""
+        steps = steps or list(self.lab.steps)
+        report = self._report("check")
+        started = time.monotonic()
+        self.reporter.lab_started(self.lab, steps, self.remote.target.name, "check")
+        try:
+            report.checks = self.run_checks(steps)
+            for step in steps:
+                self.reporter.step_started(step)
+                mine = [result for result in report.checks if result.step == step.id]
+                step_result = StepResult(step.id, _worst(mine), sum(r.duration_s for r in mine))
+                report.steps.append(step_result)
+                self.reporter.step_finished(step, step_result)
+        finally:
+            report.duration_s = time.monotonic() - started
+            self.reporter.lab_finished(report)
+        return report
+
+    def solve(self, steps: list[Step] | None = None, force: bool = False) -> LabReport:
+        """Run `steps` (default all) in order, verifying after each; stops at the first failure."""
+        steps = steps or list(self.lab.steps)
+        report = self._report("solve")
+        started = time.monotonic()
+        self.reporter.lab_started(self.lab, steps, self.remote.target.name, "solve")
+        try:
+            journal = self._journal()
+            for index, step in enumerate(steps):
+                result = self._solve_step(step, force, journal, report)
+                if result.status != PASS:
+                    for later in steps[index + 1:]:
+                        report.steps.append(StepResult(later.id, SKIP))
+                    break
+        finally:
+            self._cleanup()
+            report.duration_s = time.monotonic() - started
+            self.reporter.lab_finished(report)
+        return report
+
+    def _solve_step(self, step: Step, force: bool, journal: set[str], report: LabReport) -> StepResult:
+        self.reporter.step_started(step)
+        started = time.monotonic()
+        if not force:
+            before = self.run_checks([step], announce=False)
+            done = all(r.status == PASS for r in before) and (not step.demonstration or step.id in journal)
+            if done:
+                report.checks.extend(before)
+                result = StepResult(step.id, PASS, time.monotonic() - started, already_done=True)
+                report.steps.append(result)
+                self.reporter.step_finished(step, result)
+                return result
+        context = StepContext(self.remote, self.settings, self.variables, self.reporter, step, force)
+        try:
+            step.action(context)
+        except StepFailed as failure:
+            checks = [CheckResult(f"{step.id}.action", step.id, FAIL, failure.message, failure.hint)]
+            self.reporter.check_finished(checks[0])
+        else:
+            checks = self.run_checks([step])
+        report.checks.extend(checks)
+        status = _worst(checks)
+        if status == PASS:
+            self._record(step)
+        result = StepResult(step.id, status, time.monotonic() - started)
+        report.steps.append(result)
+        self.reporter.step_finished(step, result)
+        return result
+
+    def _journal_path(self) -> str:
+        return f"{JOURNAL_DIR}/{self.lab.name}.done"
+
+    def _journal(self) -> set[str]:
+        """Demonstration steps this target has already been shown (they leave nothing else behind)."""
+        result = self.remote.run(preamble(self.variables) + f"cat {self._journal_path()} 2>/dev/null || true")
+        return set(result.stdout.split())
+
+    def _record(self, step: Step) -> None:
+        if step.demonstration:
+            path = self._journal_path()
+            self.remote.run(preamble(self.variables) +
+                            f"mkdir -p {JOURNAL_DIR} && echo {shlex.quote(step.id)} >> {path}")
+
+    def _cleanup(self) -> None:
+        """The lab's clean-up, on a fresh connection if the old one broke; never masks the real error."""
+        if not self.lab.cleanup:
+            return
+        try:
+            self.remote.run(preamble(self.variables) + self.lab.cleanup, timeout=60)
+        except LabError:
+            self.remote.close()
+            try:
+                self.remote.run(preamble(self.variables) + self.lab.cleanup, timeout=60)
+            except LabError:
+                pass
+
+
+def _worst(results: list[CheckResult]) -> str:
+    statuses = {result.status for result in results}
+    for status in (ERROR, FAIL, SKIP):
+        if status in statuses:
+            return status
+    return PASS

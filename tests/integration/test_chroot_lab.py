@@ -1,0 +1,244 @@
+"""The chroot lab end to end on the real QEMU micro VM that the toolkit builds and boots.
+
+The workshop's busybox download (busybox.net) cannot be reached from these machines, so the tests use
+the toolkit's other sources: the host's Debian busybox-static (uploaded), the VM's own busybox, and a
+URL served by a tiny HTTP server on this host (the VM reaches the host as 10.0.2.2).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from labs import chroot
+from labs.providers.ssh import Remote
+from labs.reporting import SilentReporter
+from labs.runner import Runner
+
+pytestmark = pytest.mark.vm
+
+REPO = Path(__file__).resolve().parents[2]
+HOST_BUSYBOX = "/bin/busybox"
+STEP_IDS = ["rootfs", "busybox", "symlinks", "chroot-shell", "container-script", "overlay", "proc"]
+
+# What the VM looks like to a test: every path, type, size and (outside /proc-like trees) content
+# hash under the student's home and /tmp, every path and size elsewhere on the root filesystem, and
+# the mount table. Equal snapshots mean a check changed nothing.
+SNAPSHOT = r"""
+find / -xdev \( -path /root -o -path /tmp \) -prune -o -printf '%p %y %s\n' | sort | sha256sum
+find /root /tmp -xdev -printf '%p %y %s %m\n' | sort
+find /root /tmp -xdev -type f -exec sha256sum {} + | sort
+cut -d' ' -f1-4 /proc/mounts | sort
+"""
+
+
+def labkit(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
+                          capture_output=True, text=True, env=env, timeout=900, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def env(qemu_settings, tmp_path_factory):
+    """Environment for the CLI: the same state and cache directories as the test VM."""
+    values = dict(os.environ, INVOKE_VM_STATE_DIR=str(qemu_settings["state_dir"]),
+                  INVOKE_VM_CACHE_DIR=str(qemu_settings["cache_dir"]), COLUMNS="100")
+    values.pop("INVOKE_CHROOT_BUSYBOX_URL", None)
+    return values
+
+
+@pytest.fixture(scope="module")
+def remote(con0):
+    _, target = con0
+    connection = Remote(target)
+    yield connection
+    connection.close()
+
+
+def sh(remote: Remote, script: str) -> str:
+    result = remote.run(script)
+    assert result.ok, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def solved(env, con0, remote, tmp_path_factory):
+    """The lab solved once through the CLI, as an instructor would: the report of that first run."""
+    sh(remote, "rm -rf /root/rootfs /root/container.sh /root/.labkit")
+    report = tmp_path_factory.mktemp("solve") / "r.json"
+    result = labkit(env, "lab.chroot", "--busybox", HOST_BUSYBOX, "--report", str(report))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(report.read_text()), result.stdout
+
+
+def test_first_run_passes_every_step(solved):
+    report, output = solved
+    assert [step["id"] for step in report["steps"]] == STEP_IDS
+    assert all(step["status"] == "pass" and not step["already_done"] for step in report["steps"])
+    assert report["summary"]["failed"] == 0 and report["summary"]["passed"] >= 12
+    assert report["provider"] == "qemu" and report["lab"] == "chroot"
+    assert "HELLO.txt" in output and "labkit-probe-1" in output
+
+
+def test_rerun_reports_every_step_already_done(solved, env, tmp_path):
+    result = labkit(env, "lab.chroot", "--busybox", HOST_BUSYBOX, "--report", str(tmp_path / "again.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "again.json").read_text())
+    assert [(s["id"], s["already_done"]) for s in report["steps"]] == [(i, True) for i in STEP_IDS]
+    assert result.stdout.count("already done") >= len(STEP_IDS)
+
+
+def test_nothing_stays_mounted_after_the_lab(solved, remote):
+    mounts = sh(remote, "cat /proc/mounts")
+    assert "overlay" not in mounts and "/overlay/proc" not in mounts
+    assert sh(remote, "ls /tmp") == ""
+
+
+def test_check_passes_on_the_solved_vm_and_changes_nothing(solved, con0, env, remote, tmp_path):
+    _, target = con0
+    before = sh(remote, SNAPSHOT)
+    result = labkit(env, "check.chroot", "--provider", "ssh", "--host", f"root@127.0.0.1:{target.port}",
+                    "--key", str(target.key_path), "--report", str(tmp_path / "check.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "check.json").read_text())
+    assert {c["status"] for c in report["checks"]} == {"pass"}
+    assert sh(remote, SNAPSHOT) == before
+
+
+def test_check_accepts_a_students_own_correct_container_sh(solved, remote):
+    own = """#!/bin/sh
+# A student's version: different names and layout, the same behaviour.
+set -e
+base=$(mktemp -d /tmp/ctr.XXXXXX)
+mkdir "$base/diff" "$base/work" "$base/root"
+mount -t overlay overlay -o lowerdir="$1",upperdir="$base/diff",workdir="$base/work" "$base/root"
+chroot "$base/root" /bin/busybox --install -s
+PS1="$(basename "$base")# " exec chroot "$base/root" /bin/busybox sh
+"""
+    sh(remote, "cp -p /root/container.sh /root/container.sh.keep")
+    remote.put(own.encode(), "/root/container.sh", 0o755)
+    try:
+        report = Runner(chroot.LAB, remote, SilentReporter(), {}).check()
+        assert {c.id: c.status for c in report.checks if c.status != "pass"} == {}
+    finally:
+        sh(remote, "mv -f /root/container.sh.keep /root/container.sh")
+
+
+BROKEN = {
+    # step id: (how to break it, how to repair it, a word the hint must contain)
+    "rootfs": ("mv /root/rootfs/usr/sbin /root/sbin.keep", "mv /root/sbin.keep /root/rootfs/usr/sbin", "mkdir -p"),
+    "busybox": ("mv /root/rootfs/bin/busybox /root/busybox.keep", "mv /root/busybox.keep /root/rootfs/bin/busybox", "busybox"),
+    "busybox-mode": ("chmod -x /root/rootfs/bin/busybox", "chmod 755 /root/rootfs/bin/busybox", "chmod +x"),
+    "symlinks": ("find /root/rootfs -type l -delete", "chroot /root/rootfs /bin/busybox --install -s", "--install -s"),
+    "chroot-shell": ("touch /root/rootfs/HELLO.txt", "rm /root/rootfs/HELLO.txt", "rm HELLO.txt"),
+    "container-script": ("chmod -x /root/container.sh", "chmod 755 /root/container.sh", "chmod +x"),
+    "overlay": ("cp -p /root/container.sh /root/cs.keep && printf '#!/bin/sh\\nchroot \"$1\" /bin/busybox sh\\n' > /root/container.sh",
+                "mv -f /root/cs.keep /root/container.sh", "overlay"),
+    "proc": ("mkdir -p /tmp/abcdefghij/overlay/proc && mount -t proc none /tmp/abcdefghij/overlay/proc",
+             "umount /tmp/abcdefghij/overlay/proc && rm -rf /tmp/abcdefghij", "umount"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_step_fails_its_check_with_a_hint(solved, remote, case):
+    step = case.split("-mode")[0]
+    breaking, repair, hint_word = BROKEN[case]
+    sh(remote, breaking)
+    try:
+        report = Runner(chroot.LAB, remote, SilentReporter(), {}).check()
+    finally:
+        sh(remote, repair)
+    failed = [c for c in report.checks if c.status == "fail"]
+    assert failed and {c.step for c in failed} == {step}
+    assert any(hint_word in c.hint for c in failed), [c.hint for c in failed]
+    assert not report.ok
+
+
+def test_check_exit_status_and_failing_ids_from_the_cli(solved, con0, env, remote, tmp_path):
+    _, target = con0
+    sh(remote, "chmod -x /root/container.sh")
+    try:
+        result = labkit(env, "check.chroot", "--provider", "ssh", "--host", f"root@127.0.0.1:{target.port}",
+                        "--key", str(target.key_path), "--report", str(tmp_path / "broken.json"))
+    finally:
+        sh(remote, "chmod 755 /root/container.sh")
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads((tmp_path / "broken.json").read_text())
+    assert [c["id"] for c in report["checks"] if c["status"] == "fail"] == ["container-script.executable"]
+    assert "container-script.executable" in result.stdout and "chmod +x container.sh" in result.stdout
+
+
+def test_only_and_from_select_steps(solved, env):
+    result = labkit(env, "lab.chroot", "--only", "symlinks")
+    assert result.returncode == 0 and "[symlinks]" in result.stdout and "[rootfs]" not in result.stdout
+    result = labkit(env, "lab.chroot", "--from", "overlay", "--force")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[overlay]" in result.stdout and "[proc]" in result.stdout and "[busybox]" not in result.stdout
+
+
+# --- busybox sources ------------------------------------------------------------------------------
+
+@pytest.fixture
+def busybox_server(tmp_path):
+    """Serves files over HTTP on this host; the VM reaches it at 10.0.2.2:PORT."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://10.0.2.2:{server.server_address[1]}/busybox"
+    server.shutdown()
+
+
+def test_url_source_records_then_enforces_the_sha256(solved, env, remote, busybox_server, qemu_settings):
+    root, url = busybox_server
+    data = Path(HOST_BUSYBOX).read_bytes()
+    (root / "busybox").write_bytes(data)
+    pins = Path(qemu_settings["state_dir"]) / "busybox-sha256.json"
+    env = dict(env, INVOKE_CHROOT_BUSYBOX_URL=url)
+    first = labkit(env, "lab.chroot", "--only", "busybox", "--force", "--busybox", "url")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert json.loads(pins.read_text())[url] == hashlib.sha256(data).hexdigest()
+    assert "recorded" in first.stdout
+
+    before = sh(remote, "sha256sum /root/rootfs/bin/busybox")
+    (root / "busybox").write_bytes(data + b"tampered")
+    second = labkit(env, "lab.chroot", "--only", "busybox", "--force", "--busybox", "url")
+    assert second.returncode == 1
+    assert "not " + hashlib.sha256(data).hexdigest() in second.stdout and "Nothing was installed" in second.stdout
+    assert sh(remote, "sha256sum /root/rootfs/bin/busybox") == before
+    assert sh(remote, "ls /root/rootfs/bin | grep labkit || true") == ""
+
+
+def test_configured_sha256_is_enforced(solved, env, remote, busybox_server):
+    root, url = busybox_server
+    (root / "busybox").write_bytes(Path(HOST_BUSYBOX).read_bytes())
+    env = dict(env, INVOKE_CHROOT_BUSYBOX_URL=url, INVOKE_CHROOT_BUSYBOX_SHA256="0" * 64)
+    result = labkit(env, "lab.chroot", "--only", "busybox", "--force", "--busybox", "url")
+    assert result.returncode == 1 and "chroot.busybox.sha256" in result.stdout
+
+
+def test_a_file_that_is_not_busybox_is_refused_and_nothing_installed(solved, env, remote, tmp_path):
+    fake = tmp_path / "busybox"
+    fake.write_text("#!/bin/sh\necho not busybox\n")
+    fake.chmod(0o755)
+    before = sh(remote, "sha256sum /root/rootfs/bin/busybox")
+    result = labkit(env, "lab.chroot", "--only", "busybox", "--force", "--busybox", str(fake))
+    assert result.returncode == 1
+    assert "does not run as busybox" in result.stdout
+    assert sh(remote, "sha256sum /root/rootfs/bin/busybox") == before
+    assert sh(remote, "ls /root/rootfs/bin | grep labkit; ls /tmp") == ""
+
+
+def test_target_source_uses_the_vms_own_busybox(solved, env, remote):
+    result = labkit(env, "lab.chroot", "--only", "busybox", "--force", "--busybox", "target")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sh(remote, "cmp /bin/busybox /root/rootfs/bin/busybox && echo same").strip() == "same"

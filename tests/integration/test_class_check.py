@@ -1,0 +1,105 @@
+"""`check.chroot --inventory` against real sshd servers on loopback, each serving a student's state.
+
+Each "student" is a directory prepared by the test (the inventory's workdir); the checks reach it over
+SSH exactly as they would reach a VM, which shows they do not assume a VM of ours.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from labs.chroot import container_sh_values
+from labs.cli import DEFAULTS
+from labs.templates import render
+from tests.sshd import free_port, keygen, start_sshd
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def prepare(home: Path, state: str) -> None:
+    """Lay out a student's work directory in the given state."""
+    home.mkdir(parents=True)
+    rootfs = home / "rootfs"
+    for directory in ("bin", "sbin", "usr/bin", "usr/sbin"):
+        (rootfs / directory).mkdir(parents=True)
+    if state == "rootfs-only":
+        return
+    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
+    subprocess.run(["chroot", str(rootfs), "/bin/busybox", "--install", "-s"], check=True)
+    settings = {"container_sh": DEFAULTS["chroot"]["container_sh"]}
+    script = home / "container.sh"
+    script.write_text(render("container.sh.j2", container_sh_values(settings, "/bin/sh"), "chroot.container_sh"))
+    script.chmod(0o755 if state != "script-not-executable" else 0o644)
+
+
+@pytest.fixture(scope="module")
+def classroom(tmp_path_factory):
+    base = tmp_path_factory.mktemp("class")
+    client_key = keygen(base / "teacher_key")
+    servers, hosts = [], []
+    for name, state in [("ada", "solved"), ("bob", "rootfs-only"), ("cy", "script-not-executable")]:
+        server = start_sshd(base / name / "sshd", client_key=client_key, user="root")
+        servers.append(server)
+        prepare(base / name / "home", state)
+        hosts.append(f"  - {{name: {name}, host: 127.0.0.1, port: {server.port}, workdir: '{base / name / 'home'}'}}")
+    hosts.append(f"  - {{name: dead, host: 127.0.0.1, port: {free_port()}}}")
+    # This student's machine only accepts a key of its own, not the teacher's.
+    servers.append(start_sshd(base / "wrongkey" / "sshd", user="root"))
+    hosts.append(f"  - {{name: wrongkey, host: 127.0.0.1, port: {servers[-1].port}}}")
+    inventory = base / "class.yaml"
+    inventory.write_text(f"defaults: {{user: root, key: '{client_key}'}}\nhosts:\n" + "\n".join(hosts) + "\n")
+    yield base, inventory
+    for server in servers:
+        server.stop()
+
+
+def run_check(base: Path, inventory: Path, report: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, INVOKE_VM_STATE_DIR=str(base / "state"), COLUMNS="160")
+    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "check.chroot",
+                           "--inventory", str(inventory), "--parallel", "4", "--report", str(report)],
+                          capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
+
+
+def test_class_check_reports_every_student(classroom):
+    base, inventory = classroom
+    result = run_check(base, inventory, base / "class.json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads((base / "class.json").read_text())
+    by_host = {entry["host"]: entry for entry in report["hosts"]}
+    assert set(by_host) == {"ada", "bob", "cy", "dead", "wrongkey"}
+    assert {c["status"] for c in by_host["ada"]["checks"]} == {"pass"}
+    bob = {s["id"]: s["status"] for s in by_host["bob"]["steps"]}
+    assert bob["rootfs"] == "pass" and bob["busybox"] == "fail" and bob["proc"] == "skip"
+    cy = [c["id"] for c in by_host["cy"]["checks"] if c["status"] == "fail"]
+    assert cy == ["container-script.executable"]
+    assert by_host["dead"]["status"] == "unreachable" and "Cannot connect" in by_host["dead"]["message"]
+    assert by_host["wrongkey"]["status"] == "unreachable" and "refused the SSH login" in by_host["wrongkey"]["message"]
+    assert report["summary"]["unreachable"] == 2
+    for name in ("ada", "bob", "cy", "dead", "wrongkey"):
+        assert name in result.stdout
+
+
+def test_junit_and_csv_agree_with_json(classroom):
+    base, inventory = classroom
+    run_check(base, inventory, base / "class.xml")
+    run_check(base, inventory, base / "class.csv")
+    report = json.loads((base / "class.json").read_text()) if (base / "class.json").exists() else None
+    suites = {suite.get("name"): suite for suite in ElementTree.parse(base / "class.xml").getroot().iter("testsuite")}
+    assert set(suites) == {"ada", "bob", "cy", "dead", "wrongkey"}
+    assert suites["ada"].get("failures") == "0"
+    assert int(suites["cy"].get("failures")) == 1
+    rows = {row["host"]: row for row in csv.DictReader((base / "class.csv").open())}
+    assert rows["ada"]["overlay"] == "pass" and rows["bob"]["busybox"] == "fail"
+    assert rows["dead"]["rootfs"] == "unreachable"
+    if report:
+        ada = next(h for h in report["hosts"] if h["host"] == "ada")
+        assert int(rows["ada"]["passed"]) == ada["summary"]["passed"]
