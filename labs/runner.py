@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .errors import LabError
-from .model import ERROR, FAIL, PASS, SKIP, CheckResult, Lab, LabReport, Step, StepResult
+from .model import ERROR, FAIL, PASS, SKIP, Check, CheckResult, Lab, LabReport, Step, StepResult
 from .providers.ssh import CommandResult, Remote
 from .reporting import Reporter
 
@@ -70,21 +70,23 @@ def preamble(variables: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def batch_script(checks: list[tuple[Step, object]], token: str) -> str:
-    """One script running many checks, each in its own subshell, framed by markers with its status.
+def batch_script(checks: list[Check], token: str) -> str:
+    """One script running every check side by side, each in a background subshell.
 
-    Checks of a step after a failed step are reported as skipped: the lab's steps build on each other.
+    A check's output is held until it ends, then printed line by line behind a marker naming the
+    check, so the lines of checks that run at the same time never mix. Whole lines are written at
+    once, which keeps them apart on the way back.
     """
-    parts = ["lk_failed_step="]
-    for step, check in checks:
-        parts.append(
-            f"printf '\\n{token} begin %s\\n' {shlex.quote(check.id)}\n"
-            f'if [ -n "$lk_failed_step" ] && [ "$lk_failed_step" != {shlex.quote(step.id)} ]; then lk_status=skip; else\n'
-            f"( {check.script}\n) </dev/null 2>&1; lk_status=$?\n"
-            f'[ "$lk_status" = 0 ] || lk_failed_step={shlex.quote(step.id)}\nfi\n'
-            f"printf '\\n{token} end %s %s\\n' {shlex.quote(check.id)} \"$lk_status\""
+    jobs = []
+    for check in checks:
+        name = shlex.quote(check.id)
+        jobs.append(
+            f"(\nprintf '%s begin %s\\n' {token} {name}\n"
+            f"lk_out=$( ( {check.script}\n) </dev/null 2>&1 ); lk_status=$?\n"
+            f"printf '%s\\n' \"$lk_out\" | while IFS= read -r lk_line; do printf '%s out %s %s\\n' {token} {name} \"$lk_line\"; done\n"
+            f"printf '%s end %s %s\\n' {token} {name} \"$lk_status\"\n) &"
         )
-    return "\n".join(parts) + "\n"
+    return "\n".join(jobs) + "\nwait\n"
 
 
 class Runner:
@@ -110,56 +112,53 @@ class Runner:
         return LabReport(lab=self.lab.name, host=self.remote.target.name, provider=self.provider,
                          started=started, mode=mode)
 
-    def run_checks(self, steps: list[Step], announce: bool = True) -> list[CheckResult]:
-        """Run the checks of `steps` in one remote script; results arrive with their durations.
+    def run_checks(self, steps: list[Step]) -> list[CheckResult]:
+        """Run the checks of `steps` in one remote session, side by side; results come in step order.
 
-        Solving looks before it acts without `announce`: a step not yet done is no failure.
+        The steps build on each other, so the checks of a step after one that failed count as skipped.
         """
-        pairs = [(step, check) for step in steps for check in step.checks]
-        by_id = {check.id: (step, check) for step, check in pairs}
+        checks = [check for step in steps for check in step.checks]
+        step_of = {check.id: step for step in steps for check in step.checks}
         token = f"@@labkit-{uuid.uuid4().hex[:12]}"
-        results: list[CheckResult] = []
-        state = {"begun": time.monotonic(), "lines": []}
+        begun: dict[str, float] = {}
+        lines: dict[str, list[str]] = {check.id: [] for check in checks}
+        ended: dict[str, tuple[int, float]] = {}
 
         def on_line(line: str) -> None:
-            if not line.startswith(token):
-                state["lines"].append(line)
-                return
-            words = line[len(token):].split()
-            if words[0] == "begin":
-                state["begun"], state["lines"] = time.monotonic(), []
-                return
-            step, check = by_id[words[1]]
-            result = self._check_result(step, check, int(words[2]) if words[2] != "skip" else None,
-                                        state["lines"], time.monotonic() - state["begun"])
-            results.append(result)
-            if announce:
-                self.reporter.check_finished(result)
+            kind, _, rest = line[len(token) + 1:].partition(" ") if line.startswith(token) else ("", "", "")
+            check_id, _, value = rest.partition(" ")
+            if kind == "begin":
+                begun[check_id] = time.monotonic()
+            elif kind == "out":
+                lines[check_id].append(value)
+            elif kind == "end":
+                ended[check_id] = (int(value), time.monotonic() - begun.get(check_id, time.monotonic()))
 
-        outcome = self.remote.run(preamble(self.variables) + batch_script(pairs, token), on_line=on_line)
+        outcome = self.remote.run(preamble(self.variables) + batch_script(checks, token), on_line=on_line)
         if outcome.exit_code == 97:
             workdir = self.variables["WORKDIR"]
-            results = [CheckResult(check.id, step.id, FAIL if step is steps[0] else SKIP,
-                                   f"The work directory {workdir} does not exist on the target.",
-                                   "Create it, or name the right one with the inventory's workdir field.")
-                       for step, check in pairs]
-        seen = {result.id for result in results}
-        for step, check in pairs:
-            if check.id not in seen:
-                result = CheckResult(check.id, step.id, ERROR, "The check did not finish.",
-                                     outcome.stderr.strip().splitlines()[-1] if outcome.stderr.strip() else "")
-                results.append(result)
-                self.reporter.check_finished(result)
+            return [CheckResult(check.id, step_of[check.id].id, FAIL if step_of[check.id] is steps[0] else SKIP,
+                                f"The work directory {workdir} does not exist on the target.",
+                                "Create it, or name the right one with the inventory's workdir field.")
+                    for check in checks]
+        results, failed_step = [], None
+        for check in checks:
+            step = step_of[check.id]
+            if failed_step is not None and failed_step != step.id:
+                results.append(CheckResult(check.id, step.id, SKIP, "Skipped: an earlier step is not done."))
+                continue
+            if check.id not in ended:
+                stderr = outcome.stderr.strip().splitlines()
+                results.append(CheckResult(check.id, step.id, ERROR, "The check did not finish.", stderr[-1] if stderr else ""))
+            else:
+                status, duration = ended[check.id]
+                detail = next((line.strip() for line in reversed(lines[check.id]) if line.strip()), "")
+                results.append(CheckResult(check.id, step.id, PASS if status == 0 else FAIL,
+                                           check.message if status else "", check.hint if status else "",
+                                           duration, detail))
+            if results[-1].status != PASS:
+                failed_step = step.id
         return results
-
-    @staticmethod
-    def _check_result(step: Step, check, status: int | None, lines: list[str], duration: float) -> CheckResult:
-        detail = next((line.strip() for line in reversed(lines) if line.strip()), "")
-        if status is None:
-            return CheckResult(check.id, step.id, SKIP, "Skipped: an earlier step is not done.", "", duration)
-        if status == 0:
-            return CheckResult(check.id, step.id, PASS, "", "", duration, detail)
-        return CheckResult(check.id, step.id, FAIL, check.message, check.hint, duration, detail)
 
     def check(self, steps: list[Step] | None = None) -> LabReport:
         """The student's self-check: every check of `steps` (default all), changing nothing."""
@@ -172,6 +171,8 @@ class Runner:
             for step in steps:
                 self.reporter.step_started(step)
                 mine = [result for result in report.checks if result.step == step.id]
+                for result in mine:
+                    self.reporter.check_finished(result)
                 step_result = StepResult(step.id, _worst(mine), sum(r.duration_s for r in mine))
                 report.steps.append(step_result)
                 self.reporter.step_finished(step, step_result)
@@ -204,7 +205,7 @@ class Runner:
         self.reporter.step_started(step)
         started = time.monotonic()
         if not force:
-            before = self.run_checks([step], announce=False)
+            before = self.run_checks([step])
             done = all(r.status == PASS for r in before) and (not step.demonstration or step.id in journal)
             if done:
                 report.checks.extend(before)
@@ -220,6 +221,8 @@ class Runner:
             self.reporter.check_finished(checks[0])
         else:
             checks = self.run_checks([step])
+            for result in checks:
+                self.reporter.check_finished(result)
         report.checks.extend(checks)
         status = _worst(checks)
         if status == PASS:

@@ -20,9 +20,11 @@ Settings (the toolkit's `vm` config subtree; `DEFAULTS` holds every key):
 | `images`        | the built-in recipes (`chroot`, `docker`) | recipes, see `labs.providers.vmimage`           |
 | `vms`           | `{"con0": "chroot", "docker0": "docker"}` | VM name -> recipe name                          |
 
-Boot design, measured under TCG on 2 cores: `-M pc` with the Debian cloud kernel, its initrd and
-busybox init instead of systemd (which alone took over 15 s); `-M microvm` hangs under TCG because
-this kernel cannot calibrate its clock there.
+Boot design, measured under TCG on 2 cores (about 5 s from starting QEMU to the SSH banner): `-M pc`
+(a little faster than q35; `-M microvm` hangs under TCG because this kernel cannot calibrate its
+clock there) with the Debian cloud kernel, its initrd, and busybox init running a short rc script
+instead of systemd, which alone needs over 15 s. `-no-reboot` makes a crash or a guest `reboot`
+end QEMU, so a failed boot is reported at once instead of looping.
 """
 
 import copy
@@ -208,6 +210,7 @@ def _wait_exit(pid: int, vm_dir: Path, timeout: float) -> bool:
 
 def _run_tool(argv: list[str], what: str, timeout: float = 60) -> None:
     """Run a short host tool; a failure stops provisioning with the tool's own message."""
+    argv = [vmimage.find_tool(argv[0]), *argv[1:]]
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -217,72 +220,14 @@ def _run_tool(argv: list[str], what: str, timeout: float = 60) -> None:
 
 
 class QemuProvider:
-    """Builds images, boots and stops VMs; all state lives in `state_dir/vms/<name>/`."""
+    """Builds images, boots and stops VMs; each VM's state lives in `state_dir/vms/<name>/`:
+    `disk.qcow2` (overlay on the cached image), `seed.img`, `id_ed25519` (login key),
+    `ssh_host_ed25519_key` (the guest's host key), `known_hosts` (its pin), `serial.log`,
+    `qemu.pid`, `qmp.sock` and `vm.json` (image, login user, forwarded port)."""
 
     def __init__(self, settings: dict, progress: Callable[[str], None] = lambda m: None):
         self.settings = {**DEFAULTS, **settings}
         self.progress = progress
-
-    # -- paths and metadata --------------------------------------------------------------------
-
-    @property
-    def state_dir(self) -> Path:
-        value = self.settings.get("state_dir") or vmimage.default_dir("XDG_STATE_HOME", ".local/state")
-        return Path(value).expanduser()
-
-    def _vm_dir(self, vm: str) -> Path:
-        return self.state_dir / "vms" / vm
-
-    def _meta(self, vm: str) -> dict:
-        try:
-            return json.loads((self._vm_dir(vm) / "vm.json").read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def _save_meta(self, vm: str, meta: dict) -> None:
-        path = self._vm_dir(vm) / "vm.json"
-        path.with_suffix(".tmp").write_text(json.dumps(meta, indent=2) + "\n")
-        path.with_suffix(".tmp").replace(path)
-
-    def _check_name(self, vm: str, *, configured: bool = False) -> None:
-        """UsageError unless `vm` is configured (or, when allowed, already exists)."""
-        known = self.settings.get("vms") or {}
-        exists = VM_NAME.fullmatch(vm) is not None and (self._vm_dir(vm) / "vm.json").exists()
-        if vm in known and VM_NAME.fullmatch(vm):
-            return
-        if exists and not configured:
-            return
-        raise UsageError(f"Unknown VM '{vm}'.", f"Known VMs: {', '.join(sorted(known)) or 'none'} (setting vm.vms).")
-
-    def _pid(self, vm: str) -> int | None:
-        """The VM's QEMU pid when it is running; stale pidfiles count as stopped."""
-        vm_dir = self._vm_dir(vm)
-        try:
-            pid = int((vm_dir / "qemu.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _pid_alive(pid, vm_dir) else None
-
-    @contextmanager
-    def _lock(self, vm: str) -> Iterator[None]:
-        """Serialise up/down/destroy of one VM across processes, with a bounded wait."""
-        vms = self.state_dir / "vms"
-        try:
-            vms.mkdir(parents=True, exist_ok=True)
-            handle = open(vms / f".{vm}.lock", "w")
-        except OSError as error:
-            raise TargetError(f"State directory {vms} is not writable ({error.strerror}).", "Set vm.state_dir to a writable directory.") from None
-        deadline = time.monotonic() + float(self.settings["build_timeout"]) + float(self.settings["boot_timeout"])
-        with handle:
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TargetError(f"VM '{vm}' is busy in another labkit process.", "Wait for it to finish, then retry.") from None
-                    time.sleep(0.5)
-            yield
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -293,16 +238,18 @@ class QemuProvider:
     def up(self, vm: str) -> SSHTarget:
         """Create the VM if needed, boot it unless running, and wait for its sshd."""
         self._check_name(vm, configured=True)
-        for tool in ("qemu-system-x86_64", "qemu-img"):
-            if not shutil.which(tool):
-                raise TargetError(f"{tool} not found.", "Install it: sudo apt-get install qemu-system-x86 qemu-utils")
+        for tool in ("qemu-system-x86_64", "qemu-img", "ssh-keygen"):
+            vmimage.find_tool(tool)
         with self._lock(vm):
-            if self._pid(vm) is None:
+            pid = self._pid(vm)
+            if pid is None:
                 if not self._meta(vm):
                     self._create(vm)
                 self._boot(vm)
             else:
-                self._wait_for_ssh(vm, self._pid(vm), self._meta(vm)["port"], time.monotonic())
+                self.progress(f"{vm} is already running")
+                # It may still be booting, started by a run that was interrupted.
+                self._wait_for_ssh(vm, pid, self._meta(vm)["port"], time.monotonic())
             return self.target(vm)
 
     def target(self, vm: str) -> SSHTarget:
@@ -322,11 +269,12 @@ class QemuProvider:
             vm = meta_file.parent.name
             meta, pid = self._meta(vm), self._pid(vm)
             address = f"{meta.get('user')}@{HOST}:{meta.get('port')}" if pid else ""
-            result.append(VMStatus(vm, state="running" if pid else "stopped", address=address, image=meta.get("image", ""), pid=pid))
+            state = "running" if pid else "stopped"
+            result.append(VMStatus(vm, state=state, address=address, image=meta.get("image", ""), pid=pid))
         return result
 
     def down(self, vm: str) -> None:
-        """Stop the VM, keeping its disk and keys: sync in the guest, QMP quit, then signals."""
+        """Stop the VM, keeping its disk and keys."""
         self._check_name(vm)
         with self._lock(vm):
             self._stop(vm)
@@ -349,7 +297,67 @@ class QemuProvider:
             f"{target.user}@{target.host}",
         ]
 
-    # -- internals ------------------------------------------------------------------------------
+    # -- state directory ------------------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        value = self.settings.get("state_dir") or vmimage.default_dir("XDG_STATE_HOME", ".local/state")
+        return Path(value).expanduser()
+
+    def _vm_dir(self, vm: str) -> Path:
+        return self.state_dir / "vms" / vm
+
+    def _meta(self, vm: str) -> dict:
+        try:
+            return json.loads((self._vm_dir(vm) / "vm.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save_meta(self, vm: str, meta: dict) -> None:
+        path = self._vm_dir(vm) / "vm.json"
+        path.with_suffix(".tmp").write_text(json.dumps(meta, indent=2) + "\n")
+        path.with_suffix(".tmp").replace(path)
+
+    def _check_name(self, vm: str, *, configured: bool = False) -> None:
+        """UsageError unless `vm` is configured in `vms` (or, unless `configured`, already exists)."""
+        known = self.settings.get("vms") or {}
+        if VM_NAME.fullmatch(vm) and (vm in known or (not configured and (self._vm_dir(vm) / "vm.json").exists())):
+            return
+        raise UsageError(f"Unknown VM '{vm}'.", f"Known VMs: {', '.join(sorted(known)) or 'none'} (setting vm.vms).")
+
+    def _pid(self, vm: str) -> int | None:
+        """The VM's QEMU pid when it is running; stale pidfiles count as stopped."""
+        vm_dir = self._vm_dir(vm)
+        try:
+            pid = int((vm_dir / "qemu.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid, vm_dir) else None
+
+    @contextmanager
+    def _lock(self, vm: str) -> Iterator[None]:
+        """Serialise up/down/destroy of one VM across processes, with a bounded wait."""
+        vms = self.state_dir / "vms"
+        try:
+            vms.mkdir(parents=True, exist_ok=True)
+            handle = open(vms / f".{vm}.lock", "w")
+        except OSError as error:
+            raise TargetError(f"State directory {vms} is not writable ({error.strerror}).",
+                              "Set vm.state_dir to a writable directory.") from None
+        deadline = time.monotonic() + float(self.settings["build_timeout"]) + float(self.settings["boot_timeout"])
+        with handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TargetError(f"VM '{vm}' is busy in another labkit process.",
+                                          "Wait for it to finish, then retry.") from None
+                    time.sleep(0.5)
+            yield
+
+    # -- creating and booting -------------------------------------------------------------------
 
     def _create(self, vm: str) -> None:
         """Make the VM directory: overlay disk on the cached image, fresh keys, seed disk."""
@@ -361,15 +369,16 @@ class QemuProvider:
         shutil.rmtree(vm_dir, ignore_errors=True)
         vm_dir.mkdir(mode=0o700, parents=True)
         try:
-            _run_tool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image_dir / "rootfs.img"), "-F", "raw", str(vm_dir / "disk.qcow2")],
-                      "Creating the overlay disk")
-            _run_tool(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labkit-{vm}", "-f", str(vm_dir / "id_ed25519")],
-                      "Generating the login key")
-            _run_tool(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{vm}", "-f", str(vm_dir / "ssh_host_ed25519_key")],
-                      "Generating the guest's host key")
-            os.chmod(vm_dir / "id_ed25519", 0o600)
+            _run_tool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image_dir / "rootfs.img"), "-F", "raw",
+                       str(vm_dir / "disk.qcow2")], "Creating the overlay disk")
+            for key, comment in (("id_ed25519", f"labkit-{vm}"), ("ssh_host_ed25519_key", f"root@{vm}")):
+                _run_tool(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(vm_dir / key)],
+                          f"Generating {key}")
+                os.chmod(vm_dir / key, 0o600)
             self._write_seed(vm, user)
-            self._save_meta(vm, {"name": vm, "image": image, "image_dir": str(image_dir), "user": user, "port": 0})
+            image_id = json.loads((image_dir / "image.json").read_text())["id"]
+            self._save_meta(vm, {"name": vm, "image": image, "image_dir": str(image_dir), "image_id": image_id,
+                                 "user": user, "port": 0})
         except BaseException:
             shutil.rmtree(vm_dir, ignore_errors=True)
             raise
@@ -382,10 +391,9 @@ class QemuProvider:
             (seed / "name").write_text(vm + "\n")
             (seed / "user").write_text(user + "\n")
             shutil.copyfile(vm_dir / "id_ed25519.pub", seed / "authorized_keys")
-            shutil.copyfile(vm_dir / "ssh_host_ed25519_key", seed / "ssh_host_ed25519_key")
-            shutil.copyfile(vm_dir / "ssh_host_ed25519_key.pub", seed / "ssh_host_ed25519_key.pub")
-            mke2fs = shutil.which("mke2fs", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or "mke2fs"
-            _run_tool([mke2fs, "-q", "-F", "-t", "ext2", "-L", "labkit-seed", "-d", str(seed), str(vm_dir / "seed.img"), "4M"],
+            for key in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"):
+                shutil.copyfile(vm_dir / key, seed / key)
+            _run_tool(["mke2fs", "-q", "-F", "-t", "ext2", "-L", "labkit-seed", "-d", str(seed), str(vm_dir / "seed.img"), "4M"],
                       "Writing the seed disk")
 
     def _pin_host_key(self, vm: str, port: int) -> None:
@@ -401,20 +409,32 @@ class QemuProvider:
             cpuinfo = ""
         return choose_accel(self.settings["accel"], cpuinfo, kvm_device_ok())
 
+    def _check_image(self, vm: str, meta: dict) -> Path:
+        """The VM's base image, unless it vanished or was rebuilt: on another base its overlay is garbage."""
+        image_dir = Path(meta["image_dir"])
+        try:
+            image_id = json.loads((image_dir / "image.json").read_text())["id"]
+        except (OSError, ValueError, KeyError):
+            image_id = None
+        if image_id != meta["image_id"]:
+            what = "gone from the cache" if image_id is None else "rebuilt since the VM was created"
+            raise TargetError(f"The image of VM '{vm}' is {what} ({image_dir}).",
+                              f"Recreate the VM: inv vm.destroy {vm}, then inv vm.up {vm}")
+        return image_dir
+
     def _boot(self, vm: str) -> None:
         """Start QEMU detached (retrying when the chosen port got taken) and wait for sshd."""
         vm_dir, meta = self._vm_dir(vm), self._meta(vm)
-        image_dir = Path(meta["image_dir"])
-        if not (image_dir / "rootfs.img").exists():
-            raise TargetError(f"The image of VM '{vm}' is gone from the cache ({image_dir}).", f"Recreate the VM: inv vm.destroy {vm}, then inv vm.up {vm}")
+        image_dir = self._check_image(vm, meta)
+        serial = vm_dir / "serial.log"
         accel = self._accel()
+        self.progress(f"Booting {vm} ({accel.upper()}{', no usable KVM: slower' if accel == 'tcg' else ''})")
         for attempt in range(QEMU_START_ATTEMPTS):
             port = free_port()
             for stale in ("qemu.pid", "qmp.sock"):
                 (vm_dir / stale).unlink(missing_ok=True)
             self._pin_host_key(vm, port)
             argv = qemu_argv(vm, vm_dir, image_dir, port, int(self.settings["memory"]), int(self.settings["cpus"]), accel)
-            self.progress(f"Booting {vm} ({accel.upper()}{', no KVM: slower' if accel == 'tcg' else ''})")
             started = time.monotonic()
             try:
                 done = subprocess.run(argv, cwd=vm_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
@@ -422,15 +442,16 @@ class QemuProvider:
                 raise TargetError("QEMU did not start within 60 s.", f"Command: {' '.join(argv)}") from None
             if done.returncode == 0:
                 break
-            error = done.stderr.strip().splitlines()[-1:] or ["no message"]
+            error = (done.stderr.strip().splitlines() or ["no message"])[-1]
             if "hostfwd" not in done.stderr or attempt == QEMU_START_ATTEMPTS - 1:
-                raise TargetError(f"QEMU failed to start VM '{vm}': {error[0]}", f"Command: {' '.join(argv)}")
+                raise TargetError(f"QEMU failed to start VM '{vm}': {error}", f"Command: {' '.join(argv)}")
         meta["port"] = port
         self._save_meta(vm, meta)
         pid = self._pid(vm)
         if pid is None:
-            raise TargetError(f"QEMU exited right after starting VM '{vm}'.", f"See its serial console log: {vm_dir / 'serial.log'}")
+            raise TargetError(f"QEMU exited right after starting VM '{vm}'.", f"See its serial console log: {serial}")
         self._wait_for_ssh(vm, pid, port, started)
+        self.progress(f"{vm} is up: {meta['user']}@{HOST}:{port} (SSH answered {time.monotonic() - started:.1f} s after QEMU started)")
 
     def _wait_for_ssh(self, vm: str, pid: int, port: int, started: float) -> None:
         """Poll for the SSH banner until boot_timeout; kill QEMU and name the serial log on failure."""
@@ -444,14 +465,16 @@ class QemuProvider:
                 raise TargetError(f"VM '{vm}' stopped while booting.", f"See its serial console log: {serial}")
             if now - started > timeout:
                 self._kill(pid, vm_dir)
-                raise TargetError(f"VM '{vm}' did not answer on SSH within {timeout:.0f} s.", f"See its serial console log: {serial}")
+                raise TargetError(f"VM '{vm}' did not answer on SSH within {timeout:.0f} s.",
+                                  f"See its serial console log: {serial}")
             if now >= next_note:
                 self.progress(f"Waiting for {vm} to answer on SSH ({now - started:.0f} s)")
                 next_note = now + PROGRESS_EVERY
-        meta = self._meta(vm)
-        self.progress(f"{vm} is up: {meta['user']}@{HOST}:{port} ({time.monotonic() - started:.1f} s)")
+
+    # -- stopping -------------------------------------------------------------------------------
 
     def _stop(self, vm: str) -> None:
+        """sync in the guest (its disk then survives any stop), QMP quit, and signals if QEMU lingers."""
         vm_dir = self._vm_dir(vm)
         pid = self._pid(vm)
         if pid is not None:
@@ -459,8 +482,8 @@ class QemuProvider:
             try:
                 subprocess.run(self.ssh_command(vm) + ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "sync"],
                                stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
+            except (subprocess.TimeoutExpired, OSError):
+                pass  # an unreachable guest still gets the clean QEMU quit
             try:
                 qmp(vm_dir, "quit")
             except OSError:

@@ -10,10 +10,13 @@ An image is described by a *recipe* (plain data, overridable through the `vm.ima
 | `groups`   | supplementary groups of that user (they must exist after installation)  |
 | `services` | commands busybox init keeps running besides sshd (for example dockerd)   |
 
+Keys a recipe leaves out take the `chroot` recipe's values; keep its three base packages, which the
+guest's boot relies on (the kernel, sshd, and busybox-static as init).
+
 The build runs `mmdebstrap` (root mode as root, unshare mode for a normal user, so no sudo is
 needed), turns its tarball into an ext2 image with `genext2fs` (which keeps the tar's root
-ownership without privileges), upgrades that to a journalled, extent-based filesystem of
-`disk_size`, and copies the kernel and its initrd next to it: the Debian cloud kernel has
+ownership without privileges), upgrades that with tune2fs to a journalled filesystem with extents
+and d_type (which overlayfs needs) of `disk_size`, and copies the kernel and its initrd next to it: the Debian cloud kernel has
 virtio as modules, so it cannot boot without that initrd.
 
 The result lives in `<cache_dir>/images/<recipe>-<hash>/`, where the hash covers the recipe, the
@@ -35,6 +38,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +46,7 @@ from labs.errors import TargetError, UsageError
 from labs.resources import resource
 
 # Bump when the build procedure changes in a way that should invalidate every cached image.
-IMAGE_FORMAT = 1
+IMAGE_FORMAT = 2
 
 BASE_PACKAGES = ["openssh-server", "linux-image-cloud-amd64", "busybox-static"]
 
@@ -110,7 +114,8 @@ def recipe_for(settings: dict, image: str) -> dict:
     """The recipe named `image` from the settings (falling back to the built-in ones)."""
     recipes = {**RECIPES, **(settings.get("images") or {})}
     if image not in recipes:
-        raise UsageError(f"Unknown image recipe '{image}'.", f"Known recipes: {', '.join(sorted(recipes))} (setting vm.images).")
+        raise UsageError(f"Unknown image recipe '{image}'.",
+                         f"Known recipes: {', '.join(sorted(recipes))} (setting vm.images).")
     recipe = {**RECIPES.get(image, RECIPES["chroot"]), **recipes[image]}
     return copy.deepcopy(recipe)
 
@@ -146,8 +151,8 @@ def customize_hooks(recipe: dict, overlay_tar: Path) -> list[str]:
     user = recipe["user"]
     if user != "root":
         groups = ",".join(recipe.get("groups") or [])
-        useradd = f"useradd --create-home --shell /bin/bash {'--groups ' + shlex.quote(groups) if groups else ''} {shlex.quote(user)}"
-        hooks.append(f'chroot "$1" {useradd}')
+        options = f"--groups {shlex.quote(groups)} " if groups else ""
+        hooks.append(f'chroot "$1" useradd --create-home --shell /bin/bash {options}{shlex.quote(user)}')
         # "*" rather than a locked "!": sshd then accepts key logins whatever its UsePAM says.
         hooks.append(f"chroot \"$1\" usermod -p '*' {shlex.quote(user)}")
         if recipe.get("sudo"):
@@ -162,7 +167,8 @@ def write_overlay_tar(path: Path, recipe: dict) -> None:
     services = "".join(f"::respawn:{command}\n" for command in recipe.get("services") or [])
     contents["inittab"] = contents["inittab"] + services.encode()
 
-    def add(tar: tarfile.TarFile, name: str, mode: int, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
+    def add(tar: tarfile.TarFile, name: str, mode: int, data: bytes = b"", kind: bytes = tarfile.REGTYPE,
+            link: str = "") -> None:
         info = tarfile.TarInfo(name)
         info.mode, info.type, info.linkname, info.size = mode, kind, link, len(data)
         info.mtime = int(time.time())
@@ -189,7 +195,8 @@ def extract_boot_files(rootfs_tar: Path, dest: Path) -> str:
                 initrds[name.removeprefix("boot/initrd.img-")] = member
         versions = sorted(set(kernels) & set(initrds), key=_version_key)
         if not versions:
-            raise TargetError("The image has no kernel with an initrd in /boot.", "Check the recipe's packages (it needs linux-image-cloud-amd64).")
+            raise TargetError("The image has no kernel with an initrd in /boot.",
+                              "Check the recipe's packages (it needs linux-image-cloud-amd64).")
         version = versions[-1]
         for member, out in ((kernels[version], "vmlinuz"), (initrds[version], "initrd.img")):
             with tar.extractfile(member) as src, open(dest / out, "wb") as dst:
@@ -201,14 +208,29 @@ def _version_key(version: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", version)]
 
 
+# Which Debian package brings each host tool, for the "Install it" hint.
+TOOL_PACKAGES = {
+    "mmdebstrap": "mmdebstrap", "genext2fs": "genext2fs", "newuidmap": "uidmap",
+    "tune2fs": "e2fsprogs", "e2fsck": "e2fsprogs", "mke2fs": "e2fsprogs",
+    "qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils",
+    "ssh-keygen": "openssh-client", "ssh": "openssh-client",
+}
+
+
+def find_tool(name: str) -> str:
+    """Path of a host tool, also searching sbin (a normal user's PATH often lacks it)."""
+    found = shutil.which(name, path=os.environ.get("PATH", os.defpath) + ":/usr/sbin:/sbin")
+    if not found:
+        raise TargetError(f"{name} not found.", f"Install it: sudo apt-get install {TOOL_PACKAGES[name]}")
+    return found
+
+
 def check_tools() -> None:
-    """Fail early, with the install command, when a build tool is missing."""
+    """Fail before a minute of work when a build tool or, for a normal user, a subordinate id range is missing."""
     for tool in ("mmdebstrap", "genext2fs", "tune2fs", "e2fsck"):
-        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
-            raise TargetError(f"{tool} not found.", "Install it: sudo apt-get install mmdebstrap genext2fs e2fsprogs uidmap")
+        find_tool(tool)
     if os.geteuid() != 0:
-        if not shutil.which("newuidmap"):
-            raise TargetError("newuidmap not found (needed to build images without root).", "Install it: sudo apt-get install uidmap")
+        find_tool("newuidmap")
         user = pwd.getpwuid(os.getuid()).pw_name
         for table in ("/etc/subuid", "/etc/subgid"):
             if not _has_subids(Path(table), user, os.getuid()):
@@ -226,11 +248,8 @@ def _has_subids(table: Path, user: str, uid: int) -> bool:
     return any(line.split(":")[0] in (user, str(uid)) for line in lines if line.count(":") == 2)
 
 
-def _tool(name: str) -> str:
-    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or name
-
-
-def _run(argv: list[str], log: Path, timeout: float, progress: Callable[[str], None], phase: str) -> None:
+def _run(argv: list[str], log: Path, timeout: float, progress: Callable[[str], None], phase: str,
+         ok: tuple[int, ...]) -> None:
     """Run one build step with its output in `log`; bounded by `timeout`, progress every few seconds."""
     progress(phase)
     started = time.monotonic()
@@ -243,28 +262,37 @@ def _run(argv: list[str], log: Path, timeout: float, progress: Callable[[str], N
             while process.poll() is None:
                 now = time.monotonic()
                 if now - started > timeout:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-                    raise TargetError(f"Image build step timed out after {int(timeout)} s: {argv[0]}.", f"See the build log: {log}")
+                    raise TargetError(f"Image build step timed out after {int(timeout)} s: {argv[0]}.",
+                                      f"See the build log: {log}")
                 if now >= next_note:
                     progress(f"{phase} ({int(now - started)} s)")
                     next_note = now + PROGRESS_EVERY
                 time.sleep(0.2)
-        except BaseException:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            raise
-    # e2fsck exits 1 when it fixed something, which is what it is run for here.
-    if process.returncode not in ((0, 1) if argv[0].endswith("e2fsck") else (0,)):
+        finally:
+            _stop_group(process)
+    if process.returncode not in ok:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-        raise TargetError(f"Image build step failed ({os.path.basename(argv[0])}, exit {process.returncode}): {' | '.join(tail)}", f"See the build log: {log}")
+        raise TargetError(f"Image build step failed ({os.path.basename(argv[0])}, exit {process.returncode}): {' | '.join(tail)}",
+                          f"See the build log: {log}")
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """End a build step that is still running: SIGTERM first, so that mmdebstrap removes its chroot
+    (in unshare mode owned by subordinate ids, which the user could not delete afterwards)."""
+    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        if process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
 
 
 def _remove_stale_builds(images: Path) -> None:
     """Delete temporary build directories whose builder process is gone."""
     for tmp in images.glob(".build-*"):
-        pid = tmp.name.split("-")[-2] if tmp.name.count("-") >= 3 else ""
+        pid = tmp.name.split("-")[-2]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -278,46 +306,53 @@ def build_image(settings: dict, image: str, progress: Callable[[str], None], for
     images = final.parent
     try:
         images.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=images)
-        probe.close()
+        tempfile.NamedTemporaryFile(dir=images).close()
     except OSError as error:
-        raise TargetError(f"Cache directory {images} is not writable ({error.strerror}).", "Set vm.cache_dir to a writable directory.") from None
+        raise TargetError(f"Cache directory {images} is not writable ({error.strerror}).",
+                          "Set vm.cache_dir to a writable directory.") from None
     check_tools()
     _remove_stale_builds(images)
     disk_size = parse_size(settings["disk_size"])
-    timeout = float(settings["build_timeout"])
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix=f".build-{image}-{os.getpid()}-", dir=images))
     # Outside `work`, so that a failed build's log survives the clean-up for the error's hint.
     log = images / f"{image}-build.log"
     log.unlink(missing_ok=True)
+
+    def step(what: str, argv: list[str], ok: tuple[int, ...] = (0,)) -> None:
+        _run(argv, log, float(settings["build_timeout"]), progress, f"Building image {image}: {what}", ok)
+
     try:
-        overlay = work / "guest.tar"
+        overlay, rootfs_tar, disk = work / "guest.tar", work / "rootfs.tar", work / "rootfs.img"
         write_overlay_tar(overlay, recipe)
-        rootfs_tar = work / "rootfs.tar"
-        argv = [
-            _tool("mmdebstrap"), "--mode=auto", "--variant=minbase", "--format=tar",
+        step("installing Debian packages (about a minute)", [
+            find_tool("mmdebstrap"), "--mode=auto", "--variant=minbase", "--format=tar",
             "--include=" + ",".join(recipe["packages"]),
-            "--aptopt=Acquire::Retries \"3\"",
+            '--aptopt=Acquire::Retries "3"',
             *(f"--dpkgopt={rule}" for rule in DPKG_EXCLUDES),
             *(f"--customize-hook={hook}" for hook in customize_hooks(recipe, overlay)),
             settings["suite"], str(rootfs_tar), settings["mirror"],
-        ]
-        _run(argv, log, timeout, progress, f"Building image {image}: installing Debian packages (about a minute)")
+        ])
         progress(f"Building image {image}: copying out the kernel and initrd")
         kernel = extract_boot_files(rootfs_tar, work)
-        disk = work / "rootfs.img"
-        blocks, inodes = disk_size // BLOCK_SIZE, disk_size // BYTES_PER_INODE
-        _run([_tool("genext2fs"), "-B", str(BLOCK_SIZE), "-b", str(blocks), "-N", str(inodes), "-m", "0", "-a", str(rootfs_tar), str(disk)],
-             log, timeout, progress, f"Building image {image}: writing the {settings['disk_size']} disk image")
+        step(f"writing the {settings['disk_size']} disk image", [
+            find_tool("genext2fs"), "-B", str(BLOCK_SIZE), "-b", str(disk_size // BLOCK_SIZE),
+            "-N", str(disk_size // BYTES_PER_INODE), "-m", "0", "-a", str(rootfs_tar), str(disk),
+        ])
         rootfs_tar.unlink()
         overlay.unlink()
         # ext2 -> journalled, extents, d_type (overlayfs upper dirs need it); e2fsck then fills in the types.
-        _run([_tool("tune2fs"), "-L", "labkit-root", "-O", "has_journal,extent,dir_index,filetype,uninit_bg", str(disk)], log, timeout, progress,
-             f"Building image {image}: adding a journal")
-        _run([_tool("e2fsck"), "-fy", str(disk)], log, timeout, progress, f"Building image {image}: checking the filesystem")
-        meta = {"image": image, "recipe": recipe, "suite": settings["suite"], "mirror": settings["mirror"], "kernel": kernel,
-                "disk_size": disk_size, "build_seconds": round(time.monotonic() - started, 1), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        features = "has_journal,extent,dir_index,filetype,uninit_bg"
+        step("adding a journal", [find_tool("tune2fs"), "-L", "labkit-root", "-O", features, str(disk)])
+        # e2fsck exits 1 when it fixed something, which is what it is run for here.
+        step("checking the filesystem", [find_tool("e2fsck"), "-fy", str(disk)], ok=(0, 1))
+        meta = {
+            # Tells VMs whose overlay sits on this image whether it was rebuilt under them (force).
+            "id": uuid.uuid4().hex,
+            "image": image, "recipe": recipe, "suite": settings["suite"], "mirror": settings["mirror"],
+            "kernel": kernel, "disk_size": disk_size,
+            "build_seconds": round(time.monotonic() - started, 1), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         (work / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
         shutil.move(log, work / "build.log")
         if force and final.exists():

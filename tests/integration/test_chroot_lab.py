@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from labs import chroot
+from labs.cli import DEFAULTS
 from labs.providers.ssh import Remote
 from labs.reporting import SilentReporter
 from labs.runner import Runner
@@ -61,6 +62,11 @@ def remote(con0):
     connection = Remote(target)
     yield connection
     connection.close()
+
+
+def check(remote: Remote):
+    """The self-check, in process, with the default settings."""
+    return Runner(chroot.LAB, remote, SilentReporter(), json.loads(json.dumps(DEFAULTS["chroot"]))).check()
 
 
 def sh(remote: Remote, script: str) -> str:
@@ -126,7 +132,7 @@ PS1="$(basename "$base")# " exec chroot "$base/root" /bin/busybox sh
     sh(remote, "cp -p /root/container.sh /root/container.sh.keep")
     remote.put(own.encode(), "/root/container.sh", 0o755)
     try:
-        report = Runner(chroot.LAB, remote, SilentReporter(), {}).check()
+        report = check(remote)
         assert {c.id: c.status for c in report.checks if c.status != "pass"} == {}
     finally:
         sh(remote, "mv -f /root/container.sh.keep /root/container.sh")
@@ -153,7 +159,7 @@ def test_a_broken_step_fails_its_check_with_a_hint(solved, remote, case):
     breaking, repair, hint_word = BROKEN[case]
     sh(remote, breaking)
     try:
-        report = Runner(chroot.LAB, remote, SilentReporter(), {}).check()
+        report = check(remote)
     finally:
         sh(remote, repair)
     failed = [c for c in report.checks if c.status == "fail"]

@@ -1,0 +1,30 @@
+"""Shared real targets for the integration tests: the QEMU micro VM `con0`, booted once per session."""
+
+import os
+
+import pytest
+
+from labs.providers import vmimage
+from labs.providers.qemu import QemuProvider
+
+
+def progress(message: str) -> None:
+    """Show provisioning phases in pytest's output (`-s`, or a failing test's captured log)."""
+    print(f"[labkit] {message}", flush=True)
+
+
+@pytest.fixture(scope="session")
+def qemu_settings(tmp_path_factory):
+    """VM settings for the tests: throwaway state, but the user's real image cache so the image is
+    built once per machine (LABKIT_TEST_CACHE_DIR points elsewhere)."""
+    cache = os.environ.get("LABKIT_TEST_CACHE_DIR") or str(vmimage.default_dir("XDG_CACHE_HOME", ".cache"))
+    return {"cache_dir": cache, "state_dir": str(tmp_path_factory.mktemp("labkit-state"))}
+
+
+@pytest.fixture(scope="session")
+def con0(qemu_settings):
+    """(provider, SSHTarget) of the running `con0`; destroyed at the end of the session."""
+    provider = QemuProvider(qemu_settings, progress)
+    target = provider.up("con0")
+    yield provider, target
+    provider.destroy("con0")

@@ -1,0 +1,218 @@
+"""The QEMU provider's pure parts: KVM detection, command line, recipes, image cache keys, state files."""
+
+import io
+import json
+import os
+import socket
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from labs.errors import TargetError, UsageError
+from labs.providers import vmimage
+from labs.providers.qemu import (
+    DEFAULTS,
+    QemuProvider,
+    VMStatus,
+    choose_accel,
+    cpu_has_virt,
+    qemu_argv,
+    ssh_banner,
+)
+
+INTEL = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vme de pse tsc msr vmx sse sse2\n"
+AMD = "processor\t: 0\nflags\t\t: fpu svm lm\n"
+NO_VIRT = "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr sse sse2 hypervisor\nbugs\t\t: vmx_ish\n"
+
+
+def test_cpu_flags_decide_virtualisation_support():
+    assert cpu_has_virt(INTEL)
+    assert cpu_has_virt(AMD)
+    assert not cpu_has_virt(NO_VIRT)
+    assert not cpu_has_virt("")
+
+
+def test_auto_accel_needs_both_device_and_cpu_flag():
+    assert choose_accel("auto", INTEL, device_ok=True) == "kvm"
+    assert choose_accel("auto", INTEL, device_ok=False) == "tcg"
+    # What these machines have: /dev/kvm opens, but the CPU shows no vmx/svm and guests hang.
+    assert choose_accel("auto", NO_VIRT, device_ok=True) == "tcg"
+
+
+def test_explicit_accel_wins_and_nonsense_is_a_usage_error():
+    assert choose_accel("tcg", INTEL, device_ok=True) == "tcg"
+    assert choose_accel("kvm", NO_VIRT, device_ok=False) == "kvm"
+    with pytest.raises(UsageError):
+        choose_accel("hvf", INTEL, device_ok=True)
+
+
+def test_qemu_command_line(tmp_path):
+    vm_dir, image_dir = tmp_path / "vms" / "con0", tmp_path / "images" / "chroot-abc"
+    argv = qemu_argv("con0", vm_dir, image_dir, 2222, 1024, 2, "tcg")
+    joined = " ".join(argv)
+    assert argv[0] == "qemu-system-x86_64"
+    assert "-accel tcg" in joined and "-cpu host" not in joined
+    assert f"-kernel {image_dir / 'vmlinuz'}" in joined and f"-initrd {image_dir / 'initrd.img'}" in joined
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in joined
+    assert f"file={vm_dir / 'disk.qcow2'},format=qcow2" in joined
+    assert f"file={vm_dir / 'seed.img'},format=raw,if=virtio,readonly=on" in joined
+    assert f"-serial file:{vm_dir / 'serial.log'}" in joined
+    assert "-daemonize" in argv and "-display none" in joined and "-m 1024 -smp 2" in joined
+    append = argv[argv.index("-append") + 1]
+    assert "console=ttyS0" in append and "root=/dev/vda" in append and f"init={vmimage.INIT_PATH}" in append
+    assert "-cpu host" in " ".join(qemu_argv("con0", vm_dir, image_dir, 2222, 1024, 2, "kvm"))
+
+
+def test_disk_sizes():
+    assert vmimage.parse_size("2G") == 2 * 1024**3
+    assert vmimage.parse_size("512M") == 512 * 1024**2
+    assert vmimage.parse_size("4096") == 4096
+    with pytest.raises(UsageError):
+        vmimage.parse_size("two gigs")
+
+
+def test_recipe_hash_covers_recipe_suite_and_guest_files():
+    recipe = vmimage.recipe_for({}, "chroot")
+    files = {"rc": b"#!/bin/sh\n", "inittab": b"::sysinit:/etc/labkit/rc\n"}
+    base = vmimage.recipe_hash(recipe, "bookworm", "http://m", 2**31, files)
+    assert base == vmimage.recipe_hash(dict(reversed(list(recipe.items()))), "bookworm", "http://m", 2**31, dict(reversed(list(files.items()))))
+    assert base != vmimage.recipe_hash({**recipe, "packages": recipe["packages"] + ["vim"]}, "bookworm", "http://m", 2**31, files)
+    assert base != vmimage.recipe_hash(recipe, "trixie", "http://m", 2**31, files)
+    assert base != vmimage.recipe_hash(recipe, "bookworm", "http://m", 2**31, {**files, "rc": b"#!/bin/sh\necho\n"})
+
+
+def test_image_dir_lives_in_the_cache_and_names_the_recipe(tmp_path):
+    settings = {**DEFAULTS, "cache_dir": str(tmp_path)}
+    path = vmimage.image_dir(settings, "chroot")
+    assert path.parent == tmp_path / "images" and path.name.startswith("chroot-")
+    assert vmimage.image_dir({**settings, "disk_size": "4G"}, "chroot") != path
+
+
+def test_recipes_are_data_that_settings_can_override():
+    assert vmimage.recipe_for({}, "chroot")["user"] == "root"
+    docker = vmimage.recipe_for({}, "docker")
+    assert docker["user"] == "vagrant" and docker["sudo"] and "docker.io" in docker["packages"]
+    custom = vmimage.recipe_for({"images": {"chroot": {"packages": ["openssh-server"]}}}, "chroot")
+    assert custom["packages"] == ["openssh-server"] and custom["user"] == "root"
+    with pytest.raises(UsageError):
+        vmimage.recipe_for({}, "windows")
+
+
+def test_customize_hooks_create_only_non_root_users(tmp_path):
+    root_hooks = vmimage.customize_hooks(vmimage.recipe_for({}, "chroot"), tmp_path / "guest.tar")
+    assert root_hooks[0] == f"tar-in {tmp_path / 'guest.tar'} /"
+    assert not any("useradd" in hook for hook in root_hooks)
+    assert any("ssh_host_" in hook for hook in root_hooks)
+    docker_hooks = " ".join(vmimage.customize_hooks(vmimage.recipe_for({}, "docker"), tmp_path / "guest.tar"))
+    assert "useradd --create-home --shell /bin/bash --groups sudo vagrant" in docker_hooks
+    assert "vagrant ALL=(ALL) NOPASSWD:ALL" in docker_hooks
+
+
+def test_guest_overlay_is_owned_by_root_and_adds_services(tmp_path):
+    path = tmp_path / "guest.tar"
+    vmimage.write_overlay_tar(path, vmimage.recipe_for({}, "docker"))
+    with tarfile.open(path) as tar:
+        members = {member.name: member for member in tar}
+        assert all(member.uid == 0 and member.gid == 0 for member in members.values())
+        assert members["etc/labkit/rc"].mode == 0o755
+        assert members[vmimage.INIT_PATH.lstrip("/")].linkname == "/bin/busybox"
+        inittab = tar.extractfile(members["etc/inittab"]).read().decode()
+    assert "::sysinit:/etc/labkit/rc" in inittab and "::respawn:/usr/sbin/dockerd" in inittab
+
+
+def _tar_with(path: Path, files: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_newest_kernel_with_an_initrd_is_extracted(tmp_path):
+    _tar_with(tmp_path / "root.tar", {
+        "./boot/vmlinuz-6.1.0-9-cloud-amd64": b"k9", "./boot/initrd.img-6.1.0-9-cloud-amd64": b"i9",
+        "./boot/vmlinuz-6.1.0-10-cloud-amd64": b"k10", "./boot/initrd.img-6.1.0-10-cloud-amd64": b"i10",
+        "./boot/vmlinuz-6.1.0-11-cloud-amd64": b"no initrd for this one",
+    })
+    assert vmimage.extract_boot_files(tmp_path / "root.tar", tmp_path) == "6.1.0-10-cloud-amd64"
+    assert (tmp_path / "vmlinuz").read_bytes() == b"k10" and (tmp_path / "initrd.img").read_bytes() == b"i10"
+
+
+def test_an_image_without_kernel_is_a_target_error(tmp_path):
+    _tar_with(tmp_path / "root.tar", {"./etc/hostname": b"x"})
+    with pytest.raises(TargetError):
+        vmimage.extract_boot_files(tmp_path / "root.tar", tmp_path)
+
+
+def test_unwritable_cache_dir_is_a_target_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(TargetError, match="not writable"):
+        QemuProvider({"cache_dir": str(blocker / "cache")}).build_image("chroot")
+
+
+def test_defaults_document_every_setting():
+    assert set(DEFAULTS) == {"cache_dir", "state_dir", "memory", "cpus", "disk_size", "boot_timeout", "build_timeout",
+                             "mirror", "suite", "accel", "images", "vms"}
+    assert DEFAULTS["vms"]["con0"] == "chroot" and DEFAULTS["mirror"] == "http://deb.debian.org/debian"
+
+
+def test_xdg_directories_are_the_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert QemuProvider({}).state_dir == tmp_path / "state" / "labkit"
+    assert vmimage.cache_dir({}) == tmp_path / "cache" / "labkit"
+
+
+def test_stale_pidfile_reads_as_stopped(tmp_path):
+    vm_dir = tmp_path / "vms" / "con0"
+    vm_dir.mkdir(parents=True)
+    (vm_dir / "vm.json").write_text(json.dumps({"name": "con0", "image": "chroot", "user": "root", "port": 2222}))
+    (vm_dir / "qemu.pid").write_text(f"{os.getpid()}\n")  # alive, but not this VM's QEMU
+    provider = QemuProvider({"state_dir": str(tmp_path)})
+    assert provider.status() == [VMStatus("con0", state="stopped", image="chroot")]
+    with pytest.raises(TargetError) as error:
+        provider.target("con0")
+    assert error.value.message == "VM 'con0' is not running." and error.value.hint == "Start it with: inv vm.up con0"
+
+
+def test_unknown_vm_names_are_usage_errors(tmp_path):
+    provider = QemuProvider({"state_dir": str(tmp_path)})
+    for call in (provider.up, provider.target, provider.down, provider.destroy):
+        with pytest.raises(UsageError, match="Unknown VM 'nope'"):
+            call("nope")
+    with pytest.raises(UsageError):
+        provider.up("../con0")
+
+
+def _serve_once(reply: bytes) -> int:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer():
+        with server:
+            connection, _ = server.accept()
+            with connection:
+                if reply:
+                    connection.sendall(reply)
+                connection.recv(1)
+
+    threading.Thread(target=answer, daemon=True).start()
+    return server.getsockname()[1]
+
+
+def test_only_an_ssh_banner_counts_as_ready():
+    port = _serve_once(b"SSH-2.0-OpenSSH_9.2\r\n")
+    assert ssh_banner(port, timeout=2.0)
+    port = _serve_once(b"")  # accepted but silent, like QEMU's forwarder before sshd runs
+    assert not ssh_banner(port, timeout=0.5)
+
+
+def test_a_hung_build_step_is_stopped_at_its_timeout(tmp_path):
+    log = tmp_path / "build.log"
+    with pytest.raises(TargetError, match="timed out after 1 s") as error:
+        vmimage._run(["sleep", "60"], log, 1, lambda message: None, "sleeping", (0,))
+    assert str(log) in error.value.hint
