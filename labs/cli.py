@@ -7,7 +7,6 @@ runner; every LabError becomes a plain message and its exit status.
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import os
@@ -112,8 +111,7 @@ def progress_display(console: Console, title: str):
 
 
 def _lab_settings(config, lab: str, overrides: dict) -> dict:
-    settings = copy.deepcopy(dict(config[lab]))
-    settings = _plain(settings)
+    settings = _plain(config[lab])
     for path, value in overrides.items():
         if value is None:
             continue

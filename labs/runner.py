@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .errors import LabError
@@ -38,8 +38,6 @@ class StepContext:
     variables: dict[str, str]
     reporter: Reporter
     step: Step
-    force: bool = False
-    notes: dict = field(default_factory=dict)
 
     def sh(self, script: str, *, stdin: str | None = None, show: str | None = None, check: bool = True,
            timeout: float | None = None, failure: tuple[str, str] | None = None) -> CommandResult:
@@ -213,7 +211,7 @@ class Runner:
                 report.steps.append(result)
                 self.reporter.step_finished(step, result)
                 return result
-        context = StepContext(self.remote, self.settings, self.variables, self.reporter, step, force)
+        context = StepContext(self.remote, self.settings, self.variables, self.reporter, step)
         try:
             step.action(context)
         except StepFailed as failure:

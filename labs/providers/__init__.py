@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -49,7 +50,4 @@ def resolve(provider: str, *, vm: str, host: str | None, key: str | None, workdi
     if chosen == "ssh":
         return ssh_target(host, key, state_dir, workdir=workdir)
     target = vm_provider(chosen, vm_settings, progress).up(vm)
-    if workdir:
-        from dataclasses import replace
-        target = replace(target, workdir=workdir)
-    return target
+    return replace(target, workdir=workdir) if workdir else target

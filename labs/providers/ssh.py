@@ -89,6 +89,10 @@ class _LineSink(io.StringIO):
         return len(text)
 
     def flush(self) -> None:
+        """invoke flushes after every chunk, which may end mid-line: a partial line waits for its end."""
+
+    def finish(self) -> None:
+        """The command ended: a last line without a newline is still a line."""
         if self.pending:
             self.on_line(self.pending)
             self.pending = ""
@@ -174,7 +178,8 @@ class Remote:
             raise TargetError(f"The SSH connection to {self.target.name} was lost ({error}).",
                               "Check that the machine is still up (inv vm.status) and run the lab again.") from None
         for sink in sinks:
-            sink.flush()
+            if isinstance(sink, _LineSink):
+                sink.finish()
         return CommandResult(result.exited, result.stdout, result.stderr, time.monotonic() - started)
 
     def put(self, data: bytes, path: str, mode: int = 0o644) -> None:
