@@ -119,12 +119,12 @@ def _stage_from_url(ctx: StepContext, staged: str) -> None:
     expected, origin = _expected_sha256(ctx.settings, url)
     if not expected:
         pins = _record_sha256(ctx.settings, url, digest)
-        ctx.reporter.output(ctx.step, f"sha256 {digest}: first download, recorded in {pins}")
+        ctx.say(f"sha256 {digest}: first download, recorded in {pins}")
     elif digest != expected:
         raise StepFailed(f"The busybox downloaded from {url} has sha256 {digest}, not {expected} ({origin}).",
                          f"Nothing was installed. If the new file is trusted, update {origin}; else use --busybox PATH.")
     else:
-        ctx.reporter.output(ctx.step, f"sha256 {digest} matches {origin}")
+        ctx.say(f"sha256 {digest} matches {origin}")
 
 
 def _stage_from_target(ctx: StepContext, staged: str) -> None:
@@ -141,7 +141,7 @@ def _stage_from_host(ctx: StepContext, staged: str, source: str) -> None:
     ctx.remote.put(data, upload, 0o600)
     ctx.sh(f"mv -f {upload} {staged}", show="", failure=("Could not move the uploaded busybox into the rootfs.",
                                                          "Check that the rootfs is writable."))
-    ctx.reporter.output(ctx.step, f"uploaded {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+    ctx.say(f"uploaded {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
 
 
 def install_busybox(ctx: StepContext) -> None:
@@ -197,10 +197,13 @@ def chroot_shell(ctx: StepContext) -> None:
            show='PS1="C-$ " chroot rootfs /bin/busybox sh    # then: touch HELLO.txt; ls; exit')
     ctx.sh('ls -l "$ROOTFS/HELLO.txt"', show="ls -l rootfs/HELLO.txt    # the file is in the rootfs itself",
            failure=("HELLO.txt made in the chroot is not in the rootfs.", "Is rootfs the directory the shell ran in?"))
-    ctx.reporter.output(ctx.step, "The container changed its root filesystem: it is mutable. Removing HELLO.txt again.")
+    ctx.say("The container changed its root filesystem: it is mutable. Removing HELLO.txt again.")
     ctx.sh('PS1="C-$ " chroot "$ROOTFS" /bin/busybox sh', stdin="ls\nrm HELLO.txt\nexit\n",
            show='PS1="C-$ " chroot rootfs /bin/busybox sh    # then: ls; rm HELLO.txt; exit')
 
+
+# Demo mode hands the terminal to the workshop's own chroot shell, for the instructor to type into.
+CHROOT_SHELL = 'PS1="C-$ " exec chroot "$ROOTFS" /bin/busybox sh'
 
 CHROOT_SHELL_CHECKS = (
     Check("chroot-shell.runs",
@@ -235,7 +238,7 @@ def write_container_script(ctx: StepContext) -> None:
     ctx.sh(f'if [ -f "$SCRIPT" ] && ! cmp -s {upload} "$SCRIPT"; then cp -p "$SCRIPT" "$SCRIPT.bak"; fi\n'
            f'mv -f {upload} "$SCRIPT" && chmod 755 "$SCRIPT"', show="chmod +x container.sh")
     for line in text.splitlines():
-        ctx.reporter.output(ctx.step, line)
+        ctx.say(line)
 
 
 CONTAINER_SCRIPT_CHECKS = (
@@ -290,6 +293,10 @@ container 2
 """), show="./container.sh rootfs    # twice: each container gets its own overlay on the read-only rootfs")
 
 
+# Demo mode hands the terminal to a container of container.sh, in the private namespace (with its
+# fresh /tmp) so that the container's overlay and upper directory vanish when its shell exits.
+OVERLAY_SHELL = in_private_namespace('exec "$SCRIPT" "$ROOTFS" </dev/tty')
+
 # --- proc ---------------------------------------------------------------------------------------
 
 PROC_PROBE = """printf '%s\\n' 'mkdir -p /proc' 'mount -t proc none /proc' \\
@@ -314,7 +321,7 @@ PROC_CHECKS = (
 
 def proc_demo(ctx: StepContext) -> None:
     ctx.sh(in_private_namespace(PROC_PROBE), show="mount -t proc none /tmp/$nonce/overlay/proc    # inside a container, then ps")
-    ctx.reporter.output(ctx.step, "The container sees (and could kill) every process of the VM: proc is unmounted again.")
+    ctx.say("The container sees (and could kill) every process of the VM: proc is unmounted again.")
 
 
 CLEANUP = f'rm -f "$ROOTFS/{STAGED_BUSYBOX}" /tmp/labkit-upload-*\n'
@@ -339,14 +346,14 @@ LAB = Lab(
         Step("chroot-shell", "Play with the container",
              "`chroot` runs a shell whose `/` is the rootfs. Files it creates land in the rootfs itself: "
              "our container's filesystem is mutable, so we can delete and mess up things.",
-             chroot_shell, CHROOT_SHELL_CHECKS, interactive=True, demonstration=True),
+             chroot_shell, CHROOT_SHELL_CHECKS, interactive=True, demonstration=True, shell=CHROOT_SHELL),
         Step("container-script", "Create container.sh",
              "container.sh creates a new snapshot of the filesystem every time it launches a container.",
              write_container_script, CONTAINER_SCRIPT_CHECKS),
         Step("overlay", "Run containers on an overlay filesystem",
              "The overlay keeps the rootfs read-only (the lower dir); each container's changes go to its "
              "own upper dir, and the merged view is the container's root.",
-             overlay_demo, (OVERLAY_CHECK,), interactive=True, demonstration=True),
+             overlay_demo, (OVERLAY_CHECK,), interactive=True, demonstration=True, shell=OVERLAY_SHELL),
         Step("proc", "Mount proc in a container, and see why not to",
              "With proc mounted, the container sees every process of the machine and could kill them: "
              "nothing isolates it yet (no pid namespace).",

@@ -40,14 +40,15 @@ class StepContext:
     step: Step
 
     def sh(self, script: str, *, stdin: str | None = None, show: str | None = None, check: bool = True,
-           timeout: float | None = None, failure: tuple[str, str] | None = None) -> CommandResult:
-        """Run `script` as root in the workdir, showing `show` (default: the script; "" shows nothing).
+           timeout: float | None = None, failure: tuple[str, str] | None = None, root: bool = True) -> CommandResult:
+        """Run `script` in the workdir, showing `show` (default: the script; "" shows nothing).
 
+        It runs as root unless `root` is False (then as the login user, as a student would type it).
         When it fails and `check` is set, the step fails with `failure` (message, hint) or a generic one.
         """
         if show != "":
             self.reporter.command(self.step, show if show is not None else script)
-        result = self.remote.run(preamble(self.variables) + script, stdin=stdin, timeout=timeout,
+        result = self.remote.run(preamble(self.variables) + script, stdin=stdin, timeout=timeout, root=root,
                                  on_line=lambda line: self.reporter.output(self.step, line))
         if check and not result.ok:
             message, hint = failure or (
@@ -55,6 +56,10 @@ class StepContext:
                 "Read its output above; fix the cause and run the lab again from this step.")
             raise StepFailed(message, hint)
         return result
+
+    def say(self, text: str) -> None:
+        """A line of narration between commands."""
+        self.reporter.output(self.step, text)
 
     def read(self, script: str) -> CommandResult:
         """Run a read-only helper command without showing it (used to inspect the target)."""
@@ -102,7 +107,8 @@ class Runner:
     def variables(self) -> dict[str, str]:
         if self._variables is None:
             workdir = self.remote.target.workdir or self.remote.run('printf %s "$HOME"', root=False).stdout.strip()
-            self._variables = {"WORKDIR": workdir, **self.lab.variables(self.settings, workdir)}
+            self._variables = {"WORKDIR": workdir, "LOGIN_USER": self.remote.target.user,
+                               **self.lab.variables(self.settings, workdir)}
         return self._variables
 
     def _report(self, mode: str) -> LabReport:
@@ -218,6 +224,9 @@ class Runner:
             checks = [CheckResult(f"{step.id}.action", step.id, FAIL, failure.message, failure.hint)]
             self.reporter.check_finished(checks[0])
         else:
+            # Demo mode: the audience tries the step by hand; its checks then see what they did.
+            if step.shell and self.reporter.offer_shell(step):
+                self.remote.interactive(preamble(self.variables) + step.shell)
             checks = self.run_checks([step])
             for result in checks:
                 self.reporter.check_finished(result)

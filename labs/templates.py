@@ -13,6 +13,10 @@ from .errors import UsageError
 from .resources import resource
 
 _INTERPRETER = re.compile(r"^/[A-Za-z0-9._/-]+$")
+# [registry[:port]/]name[:tag][@digest], as docker accepts it.
+_IMAGE_REF = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+                        r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
+_DOCKER_WORD = re.compile(r"^[A-Za-z0-9_./:+-]+$")
 
 
 def _interpreter(path: str) -> str:
@@ -21,6 +25,31 @@ def _interpreter(path: str) -> str:
         raise UsageError(f"'{path}' cannot be used as a script interpreter.",
                          "Give an absolute path made of letters, digits, '.', '_', '-' and '/', e.g. /bin/sh.")
     return str(path)
+
+
+def _image_ref(value) -> str:
+    if not _IMAGE_REF.match(str(value)):
+        raise UsageError(f"'{value}' is not a Docker image name.", "Write it as NAME[:TAG], e.g. ubuntu:18.04 or registry:5000/team/app:1.")
+    return str(value)
+
+
+def _docker_word(value) -> str:
+    """A Dockerfile value: plain when it is a plain word, else double-quoted with $, " and \\ escaped."""
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        raise UsageError(f"The Dockerfile value {text!r} spans several lines.", "Give it on one line.")
+    if _DOCKER_WORD.match(text):
+        return text
+    return '"' + re.sub(r'([\\"$])', r"\\\1", text) + '"'
+
+
+def _instruction(value) -> str:
+    """An extra Dockerfile instruction is the instructor's own line, but only ever one line."""
+    text = str(value)
+    if "\n" in text or "\r" in text or not text.strip():
+        raise UsageError(f"The extra Dockerfile instruction {text!r} is not one line.",
+                         "Give each instruction as its own list item, on one line.")
+    return text
 
 
 def _integer(value) -> int:
@@ -35,10 +64,15 @@ def _environment() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(str(resource("templates"))),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
         autoescape=False,
     )
     environment.filters["sh"] = lambda value: shlex.quote(str(value))
     environment.filters["int"] = _integer
+    environment.filters["image_ref"] = _image_ref
+    environment.filters["docker_word"] = _docker_word
+    environment.filters["instruction"] = _instruction
     return environment
 
 

@@ -28,3 +28,12 @@ def con0(qemu_settings):
     target = provider.up("con0")
     yield provider, target
     provider.destroy("con0")
+
+
+@pytest.fixture(scope="session")
+def docker0(qemu_settings):
+    """(provider, SSHTarget) of the running `docker0` (Debian with Docker, user vagrant with sudo)."""
+    provider = QemuProvider(qemu_settings, progress)
+    target = provider.up("docker0")
+    yield provider, target
+    provider.destroy("docker0")

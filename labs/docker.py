@@ -1,0 +1,354 @@
+"""The docker lab: "Introducing Docker containers", step by step as the workshop tells it.
+
+Checks run as root in the student's workdir with $LOGIN_USER, $BASE_IMAGE, $HELLO_IMAGE, $TAG and
+the expected outputs set. They start containers only with `--rm --pull never`, so they leave no
+container and fetch no image. Classrooms without Docker Hub get their images from archives uploaded
+by labkit (`docker.preload`) or from a registry mirror written into the daemon's configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tarfile
+import uuid
+from pathlib import Path
+from shlex import quote
+
+from .errors import UsageError
+from .model import Check, Lab, Step
+from .runner import StepContext, StepFailed
+from .templates import render
+
+LAB_VM_MARKER = "/etc/labkit-vm"
+
+# Restarts dockerd however this machine runs services: systemd, SysV init, or busybox init (which
+# respawns a killed dockerd), then waits until it answers.
+RESTART_DOCKER = """if [ -d /run/systemd/system ]; then systemctl restart docker
+elif [ -x /etc/init.d/docker ]; then service docker restart
+elif pgrep -x dockerd >/dev/null; then pkill -x dockerd
+fi
+i=0; until docker version >/dev/null 2>&1; do
+  i=$((i + 1)); [ $i -le 120 ] || { echo "dockerd did not come back within 2 minutes"; exit 1; }; sleep 1
+done
+"""
+
+
+def dockerfile_values(settings: dict) -> dict:
+    values = dict(settings["dockerfile"])
+    values["base_image"] = settings["images"]["base"]
+    return values
+
+
+def normalized_dockerfile(text: str) -> str:
+    """The Dockerfile's instructions without comments, blank lines or spacing differences."""
+    lines = []
+    for line in text.splitlines():
+        stripped = " ".join(line.split())
+        if stripped and not stripped.startswith("#"):
+            lines.append(stripped)
+    return "".join(line + "\n" for line in lines)
+
+
+# The same normalization on the target, with sed: equal digests mean equal instructions.
+NORMALIZE_DOCKERFILE = ("sed -e '/^[[:space:]]*#/d' -e 's/[[:space:]][[:space:]]*/ /g' -e 's/^ //' -e 's/ $//' "
+                        "-e '/^$/d' \"$DOCKERFILE\" | sha256sum | cut -c1-64")
+
+
+def variables(settings: dict, workdir: str) -> dict[str, str]:
+    rendered = render("Dockerfile.j2", dockerfile_values(settings), "docker.dockerfile")
+    return {
+        "DOCKERFILE": str(Path(workdir) / "Dockerfile"),
+        "DOCKERFILE_DIGEST": hashlib.sha256(normalized_dockerfile(rendered).encode()).hexdigest(),
+        "BASE_IMAGE": settings["images"]["base"],
+        "HELLO_IMAGE": settings["images"]["hello"],
+        "TAG": settings["tag"],
+        "HELLO_EXPECT": settings["expect"]["hello"],
+        "MVN_EXPECT": settings["expect"]["mvn"],
+        "MIRROR": settings["registry_mirror"],
+    }
+
+
+# --- getting images, online or not ----------------------------------------------------------------
+
+def _canonical(reference: str) -> str:
+    """`ubuntu` -> `ubuntu:latest`, `docker.io/library/ubuntu:18.04` -> `ubuntu:18.04`."""
+    name = re.sub(r"^(docker\.io/)?(library/)?", "", reference)
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def archive_tags(path: Path) -> set[str]:
+    """The image names a `docker save` archive holds, read from its manifest."""
+    try:
+        with tarfile.open(path) as archive:
+            manifest = json.load(archive.extractfile("manifest.json"))
+    except (OSError, KeyError, tarfile.TarError, json.JSONDecodeError):
+        raise UsageError(f"{path} is not an archive made by `docker save`.",
+                         "List only `docker save -o FILE IMAGE...` archives in docker.preload.") from None
+    return {_canonical(tag) for entry in manifest for tag in entry.get("RepoTags") or []}
+
+
+def ensure_image(ctx: StepContext, reference: str) -> None:
+    """Make `reference` present on the target: already there, from a preload archive, or pulled."""
+    if ctx.read(f"docker image inspect {quote(reference)} >/dev/null 2>&1").ok:
+        ctx.say(f"{reference} is already on the machine")
+        return
+    for path in (Path(item).expanduser() for item in ctx.settings["preload"]):
+        if not path.is_file():
+            raise StepFailed(f"The preload archive {path} does not exist.", "Fix docker.preload in the configuration.")
+        if _canonical(reference) in archive_tags(path):
+            upload = f"/tmp/labkit-upload-{uuid.uuid4().hex[:12]}.tar"
+            ctx.reporter.command(ctx.step, f"scp {path} TARGET && docker load -i {path.name}    # offline image supply")
+            ctx.remote.put(path.read_bytes(), upload, 0o600)
+            try:
+                ctx.sh(f"docker load -i {upload}", show="",
+                       failure=(f"docker load of {path} failed.", "Check that the archive was made by `docker save`."))
+            finally:
+                ctx.read(f"rm -f {upload}")
+            return
+    ctx.sh(f"docker pull {quote(reference)}", root=False, timeout=1800,
+           failure=(f"docker pull {reference} failed.",
+                    "Without Docker Hub, supply images with docker.preload (archives) or docker.registry_mirror; see docs/docker-lab.md."))
+
+
+# --- install ----------------------------------------------------------------------------------------
+
+def _daemon_config(settings: dict) -> dict:
+    config = {}
+    if settings["registry_mirror"]:
+        config["registry-mirrors"] = [settings["registry_mirror"]]
+    if settings["insecure_registries"]:
+        config["insecure-registries"] = list(settings["insecure_registries"])
+    return config
+
+
+def install_docker(ctx: StepContext) -> None:
+    if ctx.read("docker version >/dev/null 2>&1").ok:
+        ctx.say("Docker is already installed and its daemon answers: nothing to install.")
+    elif ctx.settings["install_method"] == "package":
+        ctx.sh("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y docker.io",
+               show="sudo apt-get install -y docker.io", timeout=1800)
+    elif ctx.settings["install_method"] == "script":
+        url = ctx.settings["install_script_url"]
+        ctx.sh(f"(curl -sSL {quote(url)} || busybox wget -qO- {quote(url)}) | sh", show=f"curl -sSL {url} | sh",
+               timeout=1800, failure=(f"The Docker install script from {url} failed.",
+                                      "Without internet, use docker.install_method: package, or an image with Docker."))
+    else:
+        raise StepFailed(f"Unknown docker.install_method '{ctx.settings['install_method']}'.", "Use script or package.")
+    config = _daemon_config(ctx.settings)
+    if config:
+        upload = f"/tmp/labkit-upload-{uuid.uuid4().hex[:12]}"
+        ctx.remote.put((json.dumps(config, indent=2) + "\n").encode(), upload, 0o644)
+        ctx.sh(f"mkdir -p /etc/docker && {{ [ ! -f /etc/docker/daemon.json ] || cmp -s {upload} /etc/docker/daemon.json "
+               f"|| cp /etc/docker/daemon.json /etc/docker/daemon.json.bak; }} && mv -f {upload} /etc/docker/daemon.json",
+               show=f"echo '{json.dumps(config)}' | sudo tee /etc/docker/daemon.json")
+    ctx.sh(RESTART_DOCKER if config else "docker version >/dev/null 2>&1 || {\n" + RESTART_DOCKER + "}",
+           show="sudo systemctl restart docker" if config else "", timeout=300,
+           failure=("The Docker daemon does not start.", "Look at its log on the VM (/var/log/dockerd.log or journalctl -u docker)."))
+    ctx.sh("docker version", show="docker version")
+
+
+INSTALL_CHECKS = (
+    Check("install.daemon", "docker version --format 'server {{.Server.Version}}'",
+          "The Docker daemon does not answer.",
+          "Install Docker (curl -sSL https://get.docker.com/ | sh) and make sure the daemon runs."),
+    Check("install.mirror",
+          '[ -z "$MIRROR" ] || docker info --format \'{{json .RegistryConfig.Mirrors}}\' | grep -F "${MIRROR%/}" '
+          '|| { echo "the daemon does not use the mirror $MIRROR"; exit 1; }',
+          "The Docker daemon is not configured with the classroom's registry mirror.",
+          "Add it to /etc/docker/daemon.json as registry-mirrors and restart Docker (or run inv lab.docker --only install --force)."),
+)
+
+# --- group ------------------------------------------------------------------------------------------
+
+
+def join_docker_group(ctx: StepContext) -> None:
+    user = ctx.remote.target.user
+    if user == "root":
+        ctx.say("You log in as root, which needs no group to use Docker.")
+        return
+    ctx.sh(f"usermod -aG docker {quote(user)}", show="sudo usermod -aG docker $(whoami)")
+    ctx.say("The new group applies to new logins only: logging out and back in (a new SSH session).")
+    ctx.remote.reconnect()
+    ctx.sh("docker ps", root=False, failure=("docker ps does not work without sudo, even in a new session.",
+                                             "Check that the docker group exists and owns /var/run/docker.sock."))
+
+
+GROUP_CHECKS = (
+    Check("group.member",
+          '[ "$LOGIN_USER" = root ] || id -nG "$LOGIN_USER" | tr " " "\\n" | grep -qx docker '
+          '|| { echo "$LOGIN_USER is not in the docker group"; exit 1; }',
+          "Your user is not in the docker group.", "Add it: sudo usermod -aG docker $(whoami), then log out and back in."),
+    Check("group.session",
+          'runuser -u "$LOGIN_USER" -- docker ps -q >/dev/null || { echo "docker ps fails for $LOGIN_USER"; exit 1; }',
+          "docker ps does not work without sudo in a new login.",
+          "Log out and back in after usermod, so the docker group applies."),
+)
+
+# --- hello-world, pull, images ----------------------------------------------------------------------
+
+
+def hello_world(ctx: StepContext) -> None:
+    image = ctx.settings["images"]["hello"]
+    ensure_image(ctx, image)
+    ctx.sh(f"docker run --rm {quote(image)}", root=False, show=f"docker run {image}")
+
+
+HELLO_CHECK = Check(
+    "hello-world.runs",
+    'out=$(docker run --rm --pull never "$HELLO_IMAGE" 2>&1) || { echo "$out" | tail -n 2; exit 1; }\n'
+    'echo "$out" | grep -F "$HELLO_EXPECT" || { echo "no \'$HELLO_EXPECT\' in its output"; exit 1; }',
+    "docker run hello-world does not work.",
+    "Run it: docker run hello-world (it needs the image: docker pull hello-world).",
+)
+
+
+def pull_base(ctx: StepContext) -> None:
+    ensure_image(ctx, ctx.settings["images"]["base"])
+
+
+PULL_CHECK = Check(
+    "pull.present", 'docker image inspect --format "{{.Id}}" "$BASE_IMAGE" || exit 1',
+    "The base image is not on the machine.", "Pull it: docker pull ubuntu:18.04",
+)
+
+IMAGES_FORMAT = "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+
+
+def list_images(ctx: StepContext) -> None:
+    result = ctx.sh(f"docker images --format '{IMAGES_FORMAT}'", root=False, show="docker images")
+    rows = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
+    rows += [line.split("\t") for line in result.stdout.splitlines() if line.count("\t") == 4]
+    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    ctx.say("")
+    for row in rows:
+        ctx.say("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+IMAGES_CHECK = Check(
+    "images.listed",
+    'docker images --format "{{.Repository}}:{{.Tag}} {{.Size}}" | grep -F "$BASE_IMAGE " '
+    '|| { echo "docker images does not list $BASE_IMAGE"; exit 1; }',
+    "docker images does not list the base image with its size.", "Pull the image first, then run: docker images",
+)
+
+# --- run-shell, isolation ---------------------------------------------------------------------------
+
+
+def run_shell(ctx: StepContext) -> None:
+    image = ctx.settings["images"]["base"]
+    ctx.sh(f"docker run --rm -i {quote(image)} sh", stdin="ls\necho \"I am $(hostname) in a container\"\nexit\n",
+           root=False, show=f"docker run -it {image} sh    # then: ls; exit")
+
+
+RUN_SHELL_CHECK = Check(
+    "run-shell.works",
+    'printf "echo labkit-in-container\\nexit\\n" | docker run --rm -i --pull never "$BASE_IMAGE" sh | grep -x labkit-in-container '
+    '|| { echo "no shell answered in a container"; exit 1; }',
+    "A shell does not run in a container of the base image.", "Try it: docker run -it ubuntu:18.04 sh",
+)
+
+
+def isolation(ctx: StepContext) -> None:
+    """Wreck a throwaway container's filesystem, then show that a new container is untouched."""
+    marked = ctx.read(f"[ -f {LAB_VM_MARKER} ]").ok
+    if not marked and not ctx.settings["allow_destructive"]:
+        raise StepFailed(
+            f"{ctx.remote.target.name} is not a lab VM made by labkit (no {LAB_VM_MARKER}): the isolation step "
+            "runs rm -rf --no-preserve-root / and only ever does so on a lab VM.",
+            "Use a VM from inv vm.up, or pass --allow-destructive if this machine is a disposable lab machine.")
+    image = ctx.settings["images"]["base"]
+    ctx.sh(f"docker run --rm -i --network none {quote(image)} sh", root=False, check=False,
+           stdin="rm -rf --no-preserve-root /\nls /\nexit\n",
+           show=f"docker run -it {image} sh    # then: rm -rf --no-preserve-root /; ls; exit")
+    ctx.say("Oh no, what have we done? Is everything okay? A new container from the same image:")
+    ctx.sh(f"docker run --rm {quote(image)} ls /", root=False, show=f"docker run -it {image} sh    # then: ls",
+           failure=("A new container from the image is broken.", "This should not happen: the image is read-only."))
+
+
+ISOLATION_CHECK = Check(
+    "isolation.fresh",
+    'docker run --rm --pull never "$BASE_IMAGE" sh -c "ls /bin/sh >/dev/null && echo intact" '
+    '|| { echo "a fresh container of $BASE_IMAGE is broken"; exit 1; }',
+    "A fresh container of the base image does not start intact.",
+    "Remove and pull the image again: docker rmi ubuntu:18.04 && docker pull ubuntu:18.04",
+)
+
+# --- dockerfile, build, run-mvn ---------------------------------------------------------------------
+
+
+def write_dockerfile(ctx: StepContext) -> None:
+    text = render("Dockerfile.j2", dockerfile_values(ctx.settings), "docker.dockerfile")
+    upload = f"/tmp/labkit-upload-{uuid.uuid4().hex[:12]}"
+    ctx.reporter.command(ctx.step, "cat > Dockerfile    # rendered from templates/Dockerfile.j2")
+    ctx.remote.put(text.encode(), upload, 0o644)
+    # The file belongs to the student, as if they had written it; a different one is kept as Dockerfile.bak.
+    ctx.sh(f'if [ -f "$DOCKERFILE" ] && ! cmp -s {upload} "$DOCKERFILE"; then cp -p "$DOCKERFILE" "$DOCKERFILE.bak"; fi\n'
+           f'mv -f {upload} "$DOCKERFILE" && chown "$LOGIN_USER:" "$DOCKERFILE"', show="")
+    for line in text.splitlines():
+        ctx.say(line)
+
+
+DOCKERFILE_CHECK = Check(
+    "dockerfile.matches",
+    '[ -f "$DOCKERFILE" ] || { echo "no Dockerfile in $WORKDIR"; exit 1; }\n'
+    f'[ "$({NORMALIZE_DOCKERFILE})" = "$DOCKERFILE_DIGEST" ] || {{ echo "its instructions differ"; exit 1; }}',
+    "The Dockerfile is missing or its instructions differ from the workshop's.",
+    "Write it as the workshop shows (inv render.dockerfile prints it), in your home directory.",
+)
+
+
+def build(ctx: StepContext) -> None:
+    tag = ctx.settings["tag"]
+    ctx.sh(f"docker build -t {quote(tag)} .", root=False, timeout=3600, show=f"docker build -t {tag} .",
+           failure=(f"docker build of {tag} failed.", "Read the build output above; the failing instruction is the last one shown."))
+
+
+BUILD_CHECK = Check(
+    "build.image", 'docker image inspect --format "{{.Id}}" "$TAG" || exit 1',
+    "The java11 image has not been built.", "Build it next to the Dockerfile: docker build -t java11 .",
+)
+
+
+def run_mvn(ctx: StepContext) -> None:
+    tag = ctx.settings["tag"]
+    ctx.sh(f"docker run --rm {quote(tag)} mvn", root=False, check=False, show=f"docker run {tag} mvn")
+    ctx.say("Maven answers (asking for goals): the image has Java and Maven.")
+
+
+MVN_CHECK = Check(
+    "run-mvn.answers",
+    'out=$(docker run --rm --pull never "$TAG" mvn --version 2>&1)\n'
+    'echo "$out" | grep -F "$MVN_EXPECT" || { echo "$out" | tail -n 2; exit 1; }',
+    "mvn does not answer in the java11 image.", "Rebuild it from the workshop's Dockerfile: docker build -t java11 .",
+)
+
+LAB = Lab(
+    name="docker",
+    title="Introducing Docker containers",
+    variables=variables,
+    cleanup="rm -f /tmp/labkit-upload-*\n",
+    steps=(
+        Step("install", "Install Docker", "The recommended way is Docker's own packages; in the interest of time, "
+             "the workshop pipes get.docker.com into sh.", install_docker, INSTALL_CHECKS),
+        Step("group", "Use Docker without sudo", "Add yourself to the docker group; it applies to new logins only, "
+             "so log out and back in.", join_docker_group, GROUP_CHECKS),
+        Step("hello-world", "Verify you can run docker", "`docker run hello-world` pulls a tiny image and runs it.",
+             hello_world, (HELLO_CHECK,)),
+        Step("pull", "Pull an ubuntu image", "`docker pull ubuntu:18.04` fetches the image's layers.", pull_base, (PULL_CHECK,)),
+        Step("images", "Check the size of the images", "`docker images` lists the images on the machine with their sizes.",
+             list_images, (IMAGES_CHECK,), demonstration=True),
+        Step("run-shell", "Create a simple container", "`-i` keeps stdin open and `-t` allocates a terminal: together "
+             "they give a shell in a private snapshot of the image.", run_shell, (RUN_SHELL_CHECK,),
+             interactive=True, demonstration=True),
+        Step("isolation", "Oh no, what have we done?", "Delete everything inside a container, then start a new one: "
+             "the image itself is untouched.", isolation, (ISOLATION_CHECK,), destructive=True, demonstration=True),
+        Step("dockerfile", "Create a Dockerfile", "A Dockerfile lists the instructions that build an image.",
+             write_dockerfile, (DOCKERFILE_CHECK,)),
+        Step("build", "Build the java11 image", "`docker build -t java11 .` runs each instruction in a container "
+             "and commits the result as a layer.", build, (BUILD_CHECK,)),
+        Step("run-mvn", "Run mvn in the image", "`docker run java11 mvn` runs Maven from the image.", run_mvn, (MVN_CHECK,),
+             demonstration=True),
+    ),
+)

@@ -1,0 +1,171 @@
+"""The docker lab end to end on the real QEMU VM docker0, with a real Docker engine inside it.
+
+Docker Hub, get.docker.com and Ubuntu's mirrors cannot be reached from these machines, so the images
+come through the toolkit's offline image supply (`docker.preload`): small images built by
+tests/docker_images.py and named for what they are. Installing a JDK and Maven inside an emulated VM
+would take far too long, so the Dockerfile used here installs nothing and adds a stand-in `mvn`
+script (tests/docker_images.MVN_STANDIN); the workshop's own Dockerfile is checked by rendering.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labs import docker
+from labs.cli import DEFAULTS
+from labs.providers.ssh import Remote
+from labs.reporting import SilentReporter
+from labs.runner import Runner
+from tests.docker_images import BASE, HELLO_TEXT, offline_config, write_archive
+
+pytestmark = pytest.mark.vm
+
+REPO = Path(__file__).resolve().parents[2]
+STEP_IDS = ["install", "group", "hello-world", "pull", "images", "run-shell", "isolation", "dockerfile", "build", "run-mvn"]
+
+# Everything a docker check could leave behind: containers, images, the home and /tmp, the mounts.
+SNAPSHOT = r"""
+docker ps -a --format '{{.ID}} {{.Image}} {{.Status}}' | sort
+docker images -a --format '{{.ID}} {{.Repository}}:{{.Tag}}' | sort
+find /home/vagrant /tmp -xdev -printf '%p %y %s\n' | sort
+cut -d' ' -f1-4 /proc/mounts | sort
+"""
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory):
+    """A configuration file supplying every image of the lab from one `docker save` archive."""
+    base = tmp_path_factory.mktemp("offline")
+    archive = write_archive(base / "labkit-test-images.tar")
+    config = base / "offline.yaml"
+    config.write_text(yaml.safe_dump({"docker": offline_config(archive)}))
+    return config
+
+
+@pytest.fixture(scope="module")
+def env(qemu_settings):
+    return dict(os.environ, INVOKE_VM_STATE_DIR=str(qemu_settings["state_dir"]),
+                INVOKE_VM_CACHE_DIR=str(qemu_settings["cache_dir"]), COLUMNS="100")
+
+
+def labkit(env: dict, offline: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "-f", str(offline), *args],
+                          capture_output=True, text=True, env=env, timeout=1800, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def remote(docker0):
+    connection = Remote(docker0[1])
+    yield connection
+    connection.close()
+
+
+def sh(remote: Remote, script: str) -> str:
+    result = remote.run(script)
+    assert result.ok, result.stdout + result.stderr
+    return result.stdout
+
+
+def settings(offline: Path) -> dict:
+    values = json.loads(json.dumps(DEFAULTS["docker"]))
+    values.update(yaml.safe_load(offline.read_text())["docker"])
+    return values
+
+
+@pytest.fixture(scope="module")
+def solved(docker0, env, offline, tmp_path_factory):
+    report = tmp_path_factory.mktemp("docker") / "r.json"
+    result = labkit(env, offline, "lab.docker", "--report", str(report))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    return json.loads(report.read_text()), result.stdout
+
+
+def test_lab_passes_every_step(solved):
+    report, output = solved
+    assert [(s["id"], s["status"]) for s in report["steps"]] == [(i, "pass") for i in STEP_IDS]
+    assert report["summary"]["failed"] == 0
+    # Docker is preinstalled in the image: the install step is a verified no-op.
+    assert report["steps"][0]["already_done"]
+    assert HELLO_TEXT in output
+    assert "Successfully tagged java11:latest" in output
+    assert "No goals have been specified" in output
+
+
+def test_group_applies_in_a_new_session(solved, remote):
+    assert "docker" in sh(remote, "id -nG vagrant").split()
+    assert remote.run("docker ps -q", root=False).ok
+
+
+def test_rerun_reports_every_step_already_done(solved, env, offline, tmp_path):
+    result = labkit(env, offline, "lab.docker", "--report", str(tmp_path / "again.json"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    report = json.loads((tmp_path / "again.json").read_text())
+    assert [(s["id"], s["already_done"]) for s in report["steps"]] == [(i, True) for i in STEP_IDS]
+
+
+def test_check_passes_and_leaves_no_trace(solved, docker0, env, offline, remote, tmp_path):
+    target = docker0[1]
+    before = sh(remote, SNAPSHOT)
+    result = labkit(env, offline, "check.docker", "--provider", "ssh", "--host", f"vagrant@127.0.0.1:{target.port}",
+                    "--key", str(target.key_path), "--report", str(tmp_path / "check.json"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert {c["status"] for c in json.loads((tmp_path / "check.json").read_text())["checks"]} == {"pass"}
+    assert sh(remote, SNAPSHOT) == before
+
+
+BROKEN = {
+    # case: (break, repair, failing step, a word of the hint)
+    "daemon-stopped": ("mv /usr/sbin/dockerd /usr/sbin/dockerd.keep && pkill -x dockerd; "
+                       "while docker version >/dev/null 2>&1; do sleep 1; done",
+                       "mv /usr/sbin/dockerd.keep /usr/sbin/dockerd; "
+                       "i=0; until docker version >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 90 ] || exit 1; sleep 1; done",
+                       "install", "get.docker.com"),
+    "not-in-group": ("gpasswd -d vagrant docker", "usermod -aG docker vagrant", "group", "usermod -aG docker"),
+    "java11-missing": ("docker tag java11 labkit-keep/java11:kept && docker rmi java11",
+                       "docker tag labkit-keep/java11:kept java11 && docker rmi labkit-keep/java11:kept",
+                       "build", "docker build -t java11"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_state_fails_the_right_step(solved, remote, offline, case):
+    breaking, repair, step, hint_word = BROKEN[case]
+    sh(remote, breaking)
+    try:
+        report = Runner(docker.LAB, remote, SilentReporter(), settings(offline)).check()
+    finally:
+        sh(remote, repair)
+    failed = [c for c in report.checks if c.status == "fail"]
+    assert failed and {c.step for c in failed} == {step}, [(c.id, c.status, c.detail) for c in report.checks]
+    assert any(hint_word in c.hint for c in failed)
+    later = STEP_IDS[STEP_IDS.index(step) + 1:]
+    assert all(c.status == "skip" for c in report.checks if c.step in later)
+
+
+def test_isolation_refuses_a_machine_labkit_did_not_make(solved, env, offline, remote):
+    sh(remote, "mv /etc/labkit-vm /etc/labkit-vm.keep")
+    started = sh(remote, "date +%s").strip()
+    try:
+        result = labkit(env, offline, "lab.docker", "--only", "isolation", "--force")
+        created = sh(remote, f"docker events --since {started} --until $(date +%s) --filter event=create | wc -l")
+    finally:
+        sh(remote, "mv /etc/labkit-vm.keep /etc/labkit-vm")
+    assert result.returncode == 1
+    assert "not a lab VM made by labkit" in result.stdout and "--allow-destructive" in result.stdout
+    assert created.strip() == "0"
+
+
+def test_preload_loads_images_on_a_machine_without_them(solved, env, offline, remote):
+    sh(remote, f"docker rmi {BASE}")
+    result = labkit(env, offline, "lab.docker", "--only", "pull")
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "offline image supply" in result.stdout
+    assert sh(remote, f"docker image inspect --format ok {BASE}").strip() == "ok"
+    assert sh(remote, "ls /tmp | grep labkit-upload || true") == ""
