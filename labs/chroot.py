@@ -326,11 +326,23 @@ def proc_demo(ctx: StepContext) -> None:
 
 CLEANUP = f'rm -f "$ROOTFS/{STAGED_BUSYBOX}" /tmp/labkit-upload-*\n'
 
+# Containers made by container.sh leave /tmp/<nonce>/{upper,workdir,overlay} and an overlay (maybe
+# with proc) mounted on it: unmount those, remove them, then the rootfs and the script.
+RESET = CLEANUP + """for dir in /tmp/*/; do
+  [ -d "${dir}upper" ] && [ -d "${dir}workdir" ] && [ -d "${dir}overlay" ] || continue
+  umount "${dir}overlay/proc" 2>/dev/null; umount "${dir}overlay" 2>/dev/null
+  grep -q " ${dir%/}/overlay" /proc/mounts && { echo "still mounted: ${dir}overlay"; exit 1; }
+  rm -rf "$dir" && echo "removed $dir"
+done
+rm -rf "$ROOTFS" "$SCRIPT" && echo "removed $ROOTFS and $SCRIPT"
+"""
+
 LAB = Lab(
     name="chroot",
     title="Creating a simple container with chroot",
     variables=variables,
     cleanup=CLEANUP,
+    reset=RESET,
     steps=(
         Step("rootfs", "Prepare the rootfs directories",
              "A container needs a root filesystem: start with the directories busybox installs into.",

@@ -13,7 +13,7 @@ from .errors import LabError, UsageError
 from .model import Lab, LabReport
 from .providers.ssh import Remote, ssh_target
 from .reporting import SilentReporter
-from .reports import UnreachableHost
+from .reports import HOST_ERROR, UNREACHABLE, HostFailure
 from .runner import Runner
 
 HOST_FIELDS = ("name", "host", "port", "user", "key", "workdir")
@@ -74,24 +74,41 @@ def load_inventory(path: str | Path) -> list[Student]:
     return students
 
 
-def check_class(lab: Lab, students: list[Student], settings: dict, *, parallel: int, state_dir: Path,
-                connect_timeout: float, command_timeout: float,
-                on_result: Callable[[Student, LabReport | UnreachableHost], None] = lambda s, r: None,
-                ) -> list[LabReport | UnreachableHost]:
-    """Every student's self-check, at most `parallel` at once; an unreachable host is a result, not an error."""
+CONNECTING, CHECKING = "connecting", "checking"
 
-    def check_one(student: Student) -> LabReport | UnreachableHost:
+
+def check_class(lab: Lab, students: list[Student], settings: dict, *, parallel: int, state_dir: Path,
+                connect_timeout: float, check_timeout: float,
+                on_status: Callable[[Student, str], None] = lambda student, phase: None,
+                on_result: Callable[[Student, LabReport | HostFailure], None] = lambda student, result: None,
+                ) -> list[LabReport | HostFailure]:
+    """Every student's self-check, at most `parallel` at once, results in inventory order.
+
+    fabric's ThreadingGroup runs one command on every host with a thread per host; here each host
+    runs its own script (its workdir and variables differ), its result is a LabReport of its own,
+    and a class of hundreds must not open hundreds of connections at once: so a bounded thread
+    pool runs one Runner per host. A host that cannot be reached, or whose checks do not finish
+    within `check_timeout`, is a HostFailure row; it holds one worker for at most its timeouts and
+    never stops the others.
+    """
+
+    def check_one(student: Student) -> LabReport | HostFailure:
+        status = UNREACHABLE
         try:
             target = ssh_target(student.spec, student.key, state_dir, workdir=student.workdir, name=student.name)
-            remote = Remote(target, connect_timeout=connect_timeout, command_timeout=command_timeout)
+            remote = Remote(target, connect_timeout=connect_timeout, command_timeout=check_timeout)
             try:
+                on_status(student, CONNECTING)
+                remote.reconnect()  # a failure to log in here makes the host "unreachable"
+                status = HOST_ERROR
+                on_status(student, CHECKING)
                 result = Runner(lab, remote, SilentReporter(), settings).check()
             finally:
                 remote.close()
         except LabError as error:
-            result = UnreachableHost(student.name, error.message)
+            result = HostFailure(student.name, error.message, status)
         on_result(student, result)
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="check") as pool:
         return list(pool.map(check_one, students))

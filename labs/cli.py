@@ -16,31 +16,33 @@ from pathlib import Path
 
 from invoke import Collection, Exit, Program, task
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__, chroot as chroot_lab
+from . import __version__, chroot as chroot_lab, docker as docker_lab
 from .classroom import check_class, load_inventory
 from .errors import LabError, UsageError
 from .model import LabReport
-from .providers import resolve, vm_provider
+from .providers import resolve, ssh_config, vm_provider
+from .providers.bakerx import DEFAULTS as BAKERX_DEFAULTS
 from .providers.qemu import DEFAULTS as VM_DEFAULTS
 from .providers.ssh import Remote
-from .reporters import make_reporter
-from .reports import write_report
+from .reporters import ClassProgress, class_table, make_reporter
+from .reports import report_format, write_report
 from .runner import Runner
 from .templates import render
 
-LABS = {"chroot": chroot_lab.LAB}
+LABS = {"chroot": chroot_lab.LAB, "docker": docker_lab.LAB}
 
 DEFAULTS = {
     "target": {
         "provider": "auto",
         "connect_timeout": 10,
         "command_timeout": 300,
-        "parallel": 10,
+        "check_timeout": 60,
+        "parallel": 32,
     },
     "vm": VM_DEFAULTS,
+    "bakerx": BAKERX_DEFAULTS,
     "chroot": {
         "vm": "con0",
         "workdir": "",
@@ -56,6 +58,25 @@ DEFAULTS = {
             "tmp_base": "/tmp",
             "prompt_suffix": "-# ",
             "nonce_length": 10,
+        },
+    },
+    "docker": {
+        "vm": "docker0",
+        "workdir": "",
+        "install_method": "script",
+        "install_script_url": "https://get.docker.com/",
+        "registry_mirror": "",
+        "insecure_registries": [],
+        "preload": [],
+        "allow_destructive": False,
+        "images": {"hello": "hello-world", "base": "ubuntu:18.04"},
+        "tag": "java11",
+        "expect": {"hello": "Hello from Docker!", "mvn": "Apache Maven"},
+        "dockerfile": {
+            "apt_update": True,
+            "packages": [["openjdk-11-jre-headless", "wget", "curl", "unzip"], ["git"], ["maven"]],
+            "java_home": "/usr/lib/jvm/java-11-openjdk-amd64",
+            "extra_instructions": [],
         },
     },
 }
@@ -137,7 +158,7 @@ def _connect(c, lab: str, console: Console, provider, vm, host, key, workdir) ->
     with progress_display(console, f"Preparing {vm or settings.vm}") as progress:
         target = resolve(provider or config.target.provider, vm=vm or settings.vm, host=host, key=key,
                          workdir=workdir or settings.workdir, vm_settings=_plain(config.vm),
-                         state_dir=state_dir(config), progress=progress)
+                         state_dir=state_dir(config), progress=progress, bakerx_settings=_plain(config.bakerx))
     return Remote(target, connect_timeout=config.target.connect_timeout,
                   command_timeout=config.target.command_timeout)
 
@@ -149,14 +170,16 @@ def _finish(report, report_path: str | None, lab: str) -> None:
         raise Exit(code=1)
 
 
-def _run_lab(c, lab_name, *, provider, vm, host, key, start, only, force, demo, report, overrides):
+def _run_lab(c, lab_name, *, provider, vm, host, key, start, only, force, demo, report, overrides, pause=False):
     lab = LABS[lab_name]
     steps = lab.select(start, only)
+    if report:
+        report_format(report)
     console = _console()
     settings = _lab_settings(c.config, lab_name, overrides)
     remote = _connect(c, lab_name, console, provider, vm, host, key, settings["workdir"])
     try:
-        runner = Runner(lab, remote, make_reporter(console, demo=demo), settings)
+        runner = Runner(lab, remote, make_reporter(console, demo=demo, pause=pause), settings)
         result = runner.solve(steps, force=force)
     finally:
         remote.close()
@@ -164,44 +187,36 @@ def _run_lab(c, lab_name, *, provider, vm, host, key, start, only, force, demo, 
 
 
 def _check_class(c, lab_name, inventory, parallel, report):
-    """Check every student of the inventory; exit 1 when one fails, 3 when no host answered."""
+    """Check every student of the inventory; exit 1 when one fails, 3 when no host could be reached."""
+    if parallel < 0:
+        raise UsageError(f"--parallel {parallel} is not a number of machines.",
+                         "Give 1 or more, or leave it out for target.parallel.")
+    if report:
+        report_format(report)
     lab = LABS[lab_name]
     students = load_inventory(inventory)
     console = _console()
     settings = _lab_settings(c.config, lab_name, {})
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        task_id = progress.add_task(f"Checking {len(students)} machines", total=len(students))
-        results = check_class(lab, students, settings, parallel=parallel or c.config.target.parallel,
-                              state_dir=state_dir(c.config), connect_timeout=c.config.target.connect_timeout,
-                              command_timeout=c.config.target.command_timeout,
-                              on_result=lambda student, result: progress.advance(task_id))
-    console.print(class_table(lab, results))
+    parallel = parallel or c.config.target.parallel
+    with ClassProgress(console, lab, [student.name for student in students], parallel) as progress:
+        results = check_class(lab, students, settings, parallel=parallel, state_dir=state_dir(c.config),
+                              connect_timeout=c.config.target.connect_timeout,
+                              check_timeout=c.config.target.check_timeout,
+                              on_status=lambda student, phase: progress.status(student.name, phase),
+                              on_result=lambda student, result: progress.finished(student.name, result))
+    console.print(class_table(lab, results, console.width))
     if report:
-        write_report(report, lab_name, results)
-    reached = [result for result in results if isinstance(result, LabReport)]
-    if not reached:
+        write_report(report, lab_name, results, whole_class=True)
+    if not any(isinstance(result, LabReport) or result.reached for result in results):
         raise Exit("Error: no machine of the inventory could be reached.", code=3)
-    if len(reached) < len(results) or not all(result.ok for result in reached):
+    if not all(isinstance(result, LabReport) and result.ok for result in results):
         raise Exit(code=1)
-
-
-def class_table(lab, results) -> Table:
-    """Students as rows, steps as columns: ✓ done, ✗ failed, – skipped."""
-    marks = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "error": "[red]![/]", "skip": "[dim]–[/]"}
-    table = Table("student", *lab.step_ids, "passed", title=f"{lab.name}: class check", title_justify="left")
-    for result in results:
-        if isinstance(result, LabReport):
-            steps = {step.id: marks[step.status] for step in result.steps}
-            table.add_row(result.host, *(steps.get(step, "") for step in lab.step_ids),
-                          f"{result.summary['passed']}/{len(result.checks)}")
-        else:
-            table.add_row(result.host, f"[red]unreachable:[/] {result.message}", *[""] * len(lab.step_ids))
-    return table
 
 
 def _check_lab(c, lab_name, *, provider, vm, host, key, report, workdir):
     lab = LABS[lab_name]
+    if report:
+        report_format(report)
     console = _console()
     settings = _lab_settings(c.config, lab_name, {"workdir": workdir})
     remote = _connect(c, lab_name, console, provider, vm, host, key, settings["workdir"])
@@ -219,7 +234,9 @@ SOLVE_HELP = {
     "from": "Start at this step id (the earlier steps are taken as done).",
     "only": "Run only this step id.",
     "force": "Run steps even when their checks already pass.",
-    "demo": "Narrate: show each step's explanation and commands as the lab runs.",
+    "demo": "Narrate for a class: each step's explanation, its commands (highlighted) and their output; "
+            "on a terminal, offers a shell on the target at interactive steps.",
+    "pause": "With --demo (implied): wait for Enter before each step; never when stdin is not a terminal.",
 }
 
 
@@ -228,12 +245,40 @@ SOLVE_HELP = {
                        "target's own busybox) or a PATH to a static busybox on this machine (uploaded)."})
 @user_errors
 def lab_chroot(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
-               report=None, busybox=None):
+               report=None, busybox=None, pause=False):
     """Run the chroot lab on the lab VM, verifying after every step."""
     if busybox and busybox not in ("url", "target") and not Path(busybox).expanduser().is_file():
         raise UsageError(f"--busybox {busybox}: no such file.", "Give url, target, or the path of a static busybox binary.")
     _run_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, start=from_, only=only, force=force,
-             demo=demo, report=report, overrides={"busybox.source": busybox})
+             demo=demo, report=report, overrides={"busybox.source": busybox}, pause=pause)
+
+
+@task(help={**SOLVE_HELP,
+            "allow_destructive": "Run the isolation step (rm -rf / inside a container) even on a machine "
+                                 "that labkit did not provision as a lab VM."})
+@user_errors
+def lab_docker(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
+               report=None, allow_destructive=False, pause=False):
+    """Run the docker lab on the lab VM, verifying after every step."""
+    _run_lab(c, "docker", provider=provider, vm=vm, host=host, key=key, start=from_, only=only, force=force,
+             demo=demo, report=report, overrides={"allow_destructive": allow_destructive or None}, pause=pause)
+
+
+@task(positional=["lab"], help={**{k: v for k, v in TARGET_HELP.items() if k != "report"},
+                                "lab": "The lab to undo: chroot or docker."})
+@user_errors
+def lab_reset(c, lab, provider=None, vm=None, host=None, key=None):
+    """Undo a lab on the target (mounts, files, images) so that a student can start over."""
+    if lab not in LABS:
+        raise UsageError(f"Unknown lab '{lab}'.", f"Choose one of: {', '.join(LABS)}.")
+    console = _console()
+    settings = _lab_settings(c.config, lab, {})
+    remote = _connect(c, lab, console, provider, vm, host, key, settings["workdir"])
+    try:
+        Runner(LABS[lab], remote, make_reporter(console), settings).reset()
+    finally:
+        remote.close()
+    console.print(f"The {lab} lab is undone on {remote.target.name}: inv lab.{lab} starts it over.")
 
 
 @task(name="list")
@@ -271,13 +316,25 @@ def check_chroot(c, provider=None, vm=None, host=None, key=None, report=None, wo
         _check_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, report=report, workdir=workdir)
 
 
+@task(help={**CHECK_HELP, "workdir": "Directory holding the student's Dockerfile (default: the login user's home)."})
+@user_errors
+def check_docker(c, provider=None, vm=None, host=None, key=None, report=None, workdir=None, inventory=None,
+                 parallel=0):
+    """Check the student's docker lab, read-only: daemon, group, images, Dockerfile, java11 and mvn."""
+    if inventory:
+        _check_class(c, "docker", inventory, parallel, report)
+    else:
+        _check_lab(c, "docker", provider=provider, vm=vm, host=host, key=key, report=report, workdir=workdir)
+
+
 # --- vm.* -----------------------------------------------------------------------------------------
 
-VM_HELP = {"name": "VM name (con0 for the chroot lab).", "provider": "auto (default) or qemu."}
+VM_HELP = {"name": "VM name (con0 for the chroot lab).", "provider": "auto (default), qemu or bakerx."}
 
 
 def _vms(c, provider, console):
-    return vm_provider(provider or c.config.target.provider, _plain(c.config.vm), lambda message: console.print(message))
+    return vm_provider(provider or c.config.target.provider, _plain(c.config.vm), lambda message: console.print(message),
+                       _plain(c.config.bakerx))
 
 
 @task(help=VM_HELP, positional=["name"])
@@ -286,7 +343,8 @@ def vm_up(c, name, provider=None):
     """Build the VM image if needed, boot the VM and wait until it answers over SSH."""
     console = _console()
     with progress_display(console, f"Starting {name}") as progress:
-        target = vm_provider(provider or c.config.target.provider, _plain(c.config.vm), progress).up(name)
+        target = vm_provider(provider or c.config.target.provider, _plain(c.config.vm), progress,
+                             _plain(c.config.bakerx)).up(name)
     console.print(f"{name} is up: ssh {target.address} (inv vm.ssh {name})")
 
 
@@ -324,6 +382,13 @@ def vm_destroy(c, name, provider=None):
     _vms(c, provider, _console()).destroy(name)
 
 
+@task(name="ssh-config", help={"provider": "auto (default: every provider's VMs), qemu or bakerx."})
+@user_errors
+def vm_ssh_config(c, provider=None):
+    """Print an OpenSSH config block per lab VM (for ssh -F, VS Code Remote-SSH, testinfra, ansible)."""
+    sys.stdout.write(ssh_config(provider or c.config.target.provider, _plain(c.config.vm), _plain(c.config.bakerx)))
+
+
 # --- render.* -------------------------------------------------------------------------------------
 
 @task(name="container-sh", help={"shebang": "Interpreter for the #! line (default /bin/ash, the workshop's)."})
@@ -336,6 +401,14 @@ def render_container_sh(c, shebang=None):
     sys.stdout.write(render("container.sh.j2", values, "chroot.container_sh"))
 
 
+@task(name="dockerfile")
+@user_errors
+def render_dockerfile(c):
+    """Print the Dockerfile as the docker lab renders it from templates/Dockerfile.j2."""
+    settings = _lab_settings(c.config, "docker", {})
+    sys.stdout.write(render("Dockerfile.j2", docker_lab.dockerfile_values(settings), "docker.dockerfile"))
+
+
 def _collection(name: str, *tasks_, **named) -> Collection:
     collection = Collection(name)
     for item in tasks_:
@@ -346,10 +419,11 @@ def _collection(name: str, *tasks_, **named) -> Collection:
 
 
 ns = Collection()
-ns.add_collection(_collection("lab", lab_list, chroot=lab_chroot))
-ns.add_collection(_collection("check", chroot=check_chroot))
-ns.add_collection(_collection("vm", up=vm_up, status=vm_status, ssh=vm_ssh, down=vm_down, destroy=vm_destroy))
-ns.add_collection(_collection("render", render_container_sh))
+ns.add_collection(_collection("lab", lab_list, chroot=lab_chroot, docker=lab_docker, reset=lab_reset))
+ns.add_collection(_collection("check", chroot=check_chroot, docker=check_docker))
+ns.add_collection(_collection("vm", vm_ssh_config, up=vm_up, status=vm_status, ssh=vm_ssh, down=vm_down,
+                              destroy=vm_destroy))
+ns.add_collection(_collection("render", render_container_sh, render_dockerfile))
 ns.configure(DEFAULTS)
 
 program = Program(namespace=ns, version=__version__, binary="labkit", binary_names=["labkit"])

@@ -329,6 +329,15 @@ LAB = Lab(
     title="Introducing Docker containers",
     variables=variables,
     cleanup="rm -f /tmp/labkit-upload-*\n",
+    # Docker itself and the group stay: they are the machine's, not the exercise's.
+    reset="""rm -f /tmp/labkit-upload-*
+for image in "$TAG" "$HELLO_IMAGE" "$BASE_IMAGE"; do
+  ids=$(docker ps -aq --filter "ancestor=$image" 2>/dev/null)
+  [ -z "$ids" ] || docker rm -f $ids
+  ! docker image inspect "$image" >/dev/null 2>&1 || docker rmi -f "$image"
+done
+rm -f "$DOCKERFILE" && echo "removed $DOCKERFILE"
+""",
     steps=(
         Step("install", "Install Docker", "The recommended way is Docker's own packages; in the interest of time, "
              "the workshop pipes get.docker.com into sh.", install_docker, INSTALL_CHECKS),

@@ -40,16 +40,21 @@ class Step:
     destructive: bool = False
     # A demonstration leaves no state behind, so "already done" also needs the lab's journal.
     demonstration: bool = False
+    # What demo mode hands the terminal to after an interactive step's action, for the audience to
+    # try it by hand: sh run as root in the workdir with the lab's variables, on a pty.
+    shell: str = ""
 
 
 @dataclass(frozen=True)
 class Lab:
-    """An ordered list of steps, plus a clean-up script the runner always runs at the end."""
+    """An ordered list of steps, a clean-up script the runner always runs at the end, and a reset
+    script that undoes the whole lab on the target so that a student can start over."""
 
     name: str
     title: str
     steps: tuple[Step, ...]
     cleanup: str = ""
+    reset: str = ""
     variables: Callable[[dict, str], dict[str, str]] = field(default=lambda settings, workdir: {})
 
     @property

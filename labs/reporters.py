@@ -1,24 +1,30 @@
-"""Reporters that draw a run as it happens: rich for a terminal, plain lines for CI logs and pipes."""
+"""Reporters that draw a run as it happens: rich for a terminal, plain lines for CI logs and pipes,
+a narrating one for demos; and the live view and table of a class check."""
 
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from rich import box
+from rich.columns import Columns
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markdown import Markdown
 from rich.panel import Panel
+from rich.progress_bar import ProgressBar
 from rich.spinner import Spinner
+from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
 from .model import ERROR, FAIL, PASS, SKIP, CheckResult, Lab, LabReport, Step, StepResult
 from .reporting import Reporter
+from .reports import HostFailure
 
 # How many command and output lines the live panel keeps on screen; the final panel shows them all.
 LIVE_TAIL = 15
@@ -26,14 +32,17 @@ LIVE_TAIL = 15
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
 
 
-def make_reporter(console: Console, demo: bool = False) -> Reporter:
+def make_reporter(console: Console, demo: bool = False, pause: bool = False, stdin: TextIO | None = None) -> Reporter:
     """A live display when a person is watching, plain lines when the output goes to a log.
 
-    In demo mode each step opens with the workshop's explanation of it.
+    In demo mode (which `pause` implies) each step opens with the workshop's explanation of it; on a
+    terminal the narrating DemoReporter also shows commands highlighted and can pause and hand over.
     """
-    if console.is_terminal:
-        return RichReporter(console, demo)
-    return PlainReporter(console.file, demo)
+    if not console.is_terminal:
+        return PlainReporter(console.file, demo or pause)
+    if demo or pause:
+        return DemoReporter(console, pause, stdin)
+    return RichReporter(console)
 
 
 def duration(seconds: float, digits: int = 2) -> str:
@@ -92,6 +101,9 @@ class PlainReporter:
     def output(self, step: Step, line: str) -> None:
         self._line(step.id, "| " + _ANSI.sub("", line.rstrip("\r\n")))
 
+    def offer_shell(self, step: Step) -> bool:
+        return False
+
     def check_finished(self, result: CheckResult) -> None:
         took = f"({duration(result.duration_s)})"
         if result.status == PASS:
@@ -149,9 +161,8 @@ class RichReporter:
     streamed output never tears the display; the live region itself is transient.
     """
 
-    def __init__(self, console: Console, demo: bool = False):
+    def __init__(self, console: Console):
         self.console = console
-        self.demo = demo
         self._lock = threading.RLock()
         self._views: dict[str, _StepView] = {}
         self._mode = "solve"
@@ -167,9 +178,6 @@ class RichReporter:
         self._live.start()
 
     def step_started(self, step: Step) -> None:
-        if self.demo:
-            self.console.print(Panel(Markdown(step.explanation), title=f"{step.id}: {step.title}",
-                                     title_align="left", border_style="magenta"))
         with self._lock:
             view = self._views.setdefault(step.id, _StepView(step))
             view.started = time.monotonic()
@@ -186,6 +194,10 @@ class RichReporter:
             view = self._views.setdefault(step.id, _StepView(step))
             view.lines.append(Text.from_ansi(line.rstrip("\r\n")))
 
+    def offer_shell(self, step: Step) -> bool:
+        """Only demo mode hands the terminal over; the live display would draw over the shell."""
+        return False
+
     def check_finished(self, result: CheckResult) -> None:
         with self._lock:
             view = self._views.get(result.step)
@@ -200,14 +212,10 @@ class RichReporter:
             view = self._views.setdefault(step.id, _StepView(step))
             view.result = result
             view.spinner = None
-        icon, style = _ICONS.get(result.status, ("?", "magenta"))
-        label = _step_label(result, self._mode)
-        timing = "" if result.already_done or result.status == SKIP else f" {duration(result.duration_s)}"
-        parts: list[RenderableType] = [
-            Text.assemble((f"{icon} ", style), (step.id, "bold"), f"  {step.title}  ", (label + timing, style))
-        ]
+        parts: list[RenderableType] = [_step_line(step, result, self._mode)]
         if view.lines:
-            parts.append(Panel(Group(*view.lines), border_style=style if result.status != PASS else "dim",
+            style = _ICONS.get(result.status, ("?", "magenta"))[1] if result.status != PASS else "dim"
+            parts.append(Panel(Group(*view.lines), border_style=style,
                                box=box.ROUNDED, padding=(0, 1)))
         for check in view.checks.values():
             parts.extend(_check_lines(check))
@@ -215,20 +223,7 @@ class RichReporter:
 
     def lab_finished(self, report: LabReport) -> None:
         self.close()
-        table = Table(box=box.SIMPLE_HEAD)
-        table.add_column("Step", style="bold")
-        table.add_column("Title")
-        table.add_column("Status")
-        table.add_column("Time", justify="right")
-        for step in report.steps:
-            icon, style = _ICONS.get(step.status, ("?", "magenta"))
-            view = self._views.get(step.id)
-            table.add_row(step.id, view.step.title if view else "",
-                          Text(f"{icon} {_step_label(step, report.mode)}", style=style),
-                          duration(step.duration_s))
-        self.console.print(table)
-        icon, style = ("✓", "bold green") if report.ok else ("✗", "bold red")
-        self.console.print(Text(f"{icon} {verdict(report)}", style=style))
+        _print_summary(self.console, report, {step_id: view.step.title for step_id, view in self._views.items()})
 
     def close(self) -> None:
         """Stop the live display; safe to call twice, and worth calling if a run ends in an exception."""
@@ -297,3 +292,255 @@ def _check_lines(result: CheckResult) -> list[Text]:
     if result.hint:
         lines.append(Text.assemble(("    hint: ", "bold cyan"), (result.hint, "cyan")))
     return lines
+
+
+def _step_line(step: Step, result: StepResult, mode: str) -> Text:
+    icon, style = _ICONS.get(result.status, ("?", "magenta"))
+    timing = "" if result.already_done or result.status == SKIP else f" {duration(result.duration_s)}"
+    return Text.assemble((f"{icon} ", style), (step.id, "bold"), f"  {step.title}  ",
+                         (_step_label(result, mode) + timing, style))
+
+
+def _print_summary(console: Console, report: LabReport, titles: dict[str, str]) -> None:
+    """The table of steps a run ends with, and its verdict."""
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("Step", style="bold")
+    table.add_column("Title")
+    table.add_column("Status")
+    table.add_column("Time", justify="right")
+    for step in report.steps:
+        icon, style = _ICONS.get(step.status, ("?", "magenta"))
+        table.add_row(step.id, titles.get(step.id, ""), Text(f"{icon} {_step_label(step, report.mode)}", style=style),
+                      duration(step.duration_s))
+    console.print(table)
+    icon, style = ("✓", "bold green") if report.ok else ("✗", "bold red")
+    console.print(Text(f"{icon} {verdict(report)}", style=style))
+
+
+class DemoReporter:
+    """Narrates a run in front of a class: each step's explanation rendered as Markdown, each command
+    syntax highlighted before it runs, and its output as it streams.
+
+    Everything is printed for good (no live region), so the audience can scroll back. With `pause`
+    it waits for Enter before each step, and at interactive steps it offers the terminal to a shell
+    on the target; both need a person at the terminal, so neither happens when stdin is not one.
+    """
+
+    def __init__(self, console: Console, pause: bool = False, stdin: TextIO | None = None):
+        self.console = console
+        self.pause = pause
+        self.stdin = stdin if stdin is not None else sys.stdin
+        self._mode = "solve"
+        self._host = ""
+        self._steps: list[Step] = []
+
+    def _attended(self) -> bool:
+        try:
+            return self.console.is_terminal and self.stdin.isatty()
+        except (AttributeError, ValueError):  # no stdin at all, or a closed one
+            return False
+
+    def _ask(self, prompt: Text) -> str:
+        self.console.print(prompt, end="")
+        answer = self.stdin.readline()
+        if not answer:  # end of input: the next output starts on its own line
+            self.console.print()
+        return answer.strip()
+
+    def lab_started(self, lab: Lab, steps: list[Step], host: str, mode: str) -> None:
+        self._mode, self._host, self._steps = mode, host, list(steps)
+        self.console.rule(Text.assemble(("Demo: ", "bold magenta"), (lab.title, "bold"), f" ({lab.name}) on ",
+                                        (host, "bold")))
+
+    def step_started(self, step: Step) -> None:
+        number = next((index for index, known in enumerate(self._steps, 1) if known.id == step.id), 0)
+        title = Text.assemble((f"Step {number}/{len(self._steps)} ", "magenta"), (step.id, "bold"), f": {step.title}")
+        self.console.print(Panel(Markdown(step.explanation), title=title, title_align="left",
+                                 border_style="magenta", padding=(0, 1)))
+        if self.pause and self._attended():
+            self._ask(Text("Press Enter to run this step… ", style="bold magenta"))
+
+    def command(self, step: Step, script: str) -> None:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(ratio=1)
+        grid.add_row(Text("$", style="bold green"),
+                     Syntax(script, "bash", theme="ansi_dark", background_color="default", word_wrap=True))
+        self.console.print(grid)
+
+    def output(self, step: Step, line: str) -> None:
+        # A grid keeps a long line's continuation right of the gutter, apart from the narration.
+        grid = Table.grid(expand=True)
+        grid.add_column(width=4, no_wrap=True)
+        grid.add_column(ratio=1)
+        grid.add_row(Text("  │ ", style="dim"), Text.from_ansi(line.rstrip("\r\n")))
+        self.console.print(grid)
+
+    def offer_shell(self, step: Step) -> bool:
+        if not self._attended():
+            return False
+        answer = self._ask(Text.assemble(("Open this step's shell on ", "bold"), (self._host, "bold cyan"),
+                                         (" and try it yourself? [y/N] ", "bold")))
+        if answer.lower() not in ("y", "yes"):
+            return False
+        self.console.print(Text("You are on the target now. exit (or Ctrl-D) comes back to the lab, "
+                                "which then checks the step.", style="dim"))
+        return True
+
+    def check_finished(self, result: CheckResult) -> None:
+        self.console.print(Group(*_check_lines(result)))
+
+    def step_finished(self, step: Step, result: StepResult) -> None:
+        self.console.print(_step_line(step, result, self._mode))
+        self.console.print()
+
+    def lab_finished(self, report: LabReport) -> None:
+        _print_summary(self.console, report, {step.id: step.title for step in self._steps})
+
+
+# --- class checks ---------------------------------------------------------------------------------
+
+_MARKS = {PASS: ("✓", "green"), FAIL: ("✗", "red"), ERROR: ("!", "red"), SKIP: ("–", "dim")}
+
+
+def _passed(report: LabReport) -> str:
+    return f"{report.summary['passed']}/{len(report.checks)}"
+
+
+def _first_problem(report: LabReport) -> str:
+    problem = next((check for check in report.checks if check.status in (FAIL, ERROR)), None)
+    return f"{problem.id}: {problem.message}" if problem else ""
+
+
+def host_line(result: LabReport | HostFailure) -> Text:
+    """One machine's outcome in a line: ticked with its checks passed, or its first problem."""
+    if isinstance(result, HostFailure):
+        return Text.assemble(("! ", "red"), (result.host, "bold"), (f"  {result.status}: ", "red"), result.message)
+    if result.ok:
+        return Text.assemble(("✓ ", "green"), (result.host, "bold"),
+                             f"  {_passed(result)} checks passed in {duration(result.duration_s)}")
+    return Text.assemble(("✗ ", "red"), (result.host, "bold"), f"  {_passed(result)} checks passed; ",
+                         (_first_problem(result), "red"))
+
+
+class ClassProgress:
+    """The live view of a class check: every machine at a glance while the checks run.
+
+    On a terminal, a grid of all machines (waiting, connecting, checking, then ✓/✗/!) under a
+    progress bar; in a log, one line per machine as it finishes. Workers report from their threads.
+    """
+
+    def __init__(self, console: Console, lab: Lab, names: list[str], parallel: int):
+        self.console = console
+        self.lab = lab
+        self.parallel = parallel
+        self._lock = threading.Lock()
+        self._phases: dict[str, tuple[str, float]] = {name: ("waiting", 0.0) for name in names}
+        self._results: dict[str, LabReport | HostFailure] = {}
+        self._spinner = Spinner("dots", style="cyan")
+        self._started = time.monotonic()
+        self._live: Live | None = None
+
+    def __enter__(self) -> ClassProgress:
+        self._started = time.monotonic()
+        if self.console.is_terminal:
+            self._live = Live(get_renderable=self.render, console=self.console, transient=True,
+                              refresh_per_second=8)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def status(self, name: str, phase: str) -> None:
+        """`phase` is "connecting" or "checking"."""
+        with self._lock:
+            self._phases[name] = (phase, time.monotonic())
+
+    def finished(self, name: str, result: LabReport | HostFailure) -> None:
+        with self._lock:
+            self._results[name] = result
+        if self._live is None:
+            self.console.print(host_line(result), soft_wrap=True)
+
+    def render(self) -> RenderableType:
+        with self._lock:
+            now = time.monotonic()
+            cells, counts = [], {"ok": 0, "failed": 0, "failure": 0}
+            for name, (phase, since) in self._phases.items():
+                result = self._results.get(name)
+                if isinstance(result, HostFailure):
+                    counts["failure"] += 1
+                    cells.append(Text.assemble(("! ", "red"), name, (f" {result.status}", "red")))
+                elif result is not None:
+                    counts["ok" if result.ok else "failed"] += 1
+                    icon, style = ("✓", "green") if result.ok else ("✗", "red")
+                    cells.append(Text.assemble((f"{icon} ", style), name, (f" {_passed(result)}", style)))
+                elif phase == "waiting":
+                    cells.append(Text(f"· {name}", style="dim"))
+                else:
+                    cells.append(Text.assemble(self._spinner.render(now), " ", name,
+                                               (f" {phase} {duration(now - since, 1)}", "cyan")))
+            done = len(self._results)
+            total = len(self._phases)
+            header = Table.grid(padding=(0, 1))
+            header.add_row(
+                Text(f"Checking {self.lab.name} on {total} machines, {min(self.parallel, total)} at a time",
+                     style="bold"),
+                ProgressBar(total=total, completed=done, width=30),
+                Text.assemble(f"{done}/{total}  ", (f"✓ {counts['ok']}", "green"), "  ",
+                              (f"✗ {counts['failed']}", "red"), "  ", (f"! {counts['failure']}", "red"),
+                              f"  {duration(now - self._started, 1)}"))
+            return Group(header, Columns(cells, padding=(0, 3), column_first=True))
+
+
+def class_table(lab: Lab, results: list[LabReport | HostFailure], width: int | None = None) -> Table:
+    """Students as rows, steps as columns (✓ done, ✗ failed, ! error, – skipped), the checks passed,
+    and each student's first problem; a machine without a report says why in that last column.
+
+    Narrower than `width` allows, the step columns are numbered and a legend names them.
+    """
+    student_width = min(24, max((len(result.host) for result in results), default=7))
+    natural = student_width + sum(len(step_id) + 3 for step_id in lab.step_ids) + 12 + 30
+    numbered = width is not None and width < natural
+    caption = class_verdict(results)
+    if numbered:
+        caption = "  ".join(f"{index} {step_id}" for index, step_id in enumerate(lab.step_ids, 1)) + "\n" + caption
+    table = Table(title=f"{lab.name}: class check", title_justify="left", caption=caption, caption_justify="left")
+    table.add_column("student", no_wrap=True, style="bold", min_width=student_width)
+    for index, step_id in enumerate(lab.step_ids, 1):
+        header = str(index) if numbered else step_id
+        table.add_column(header, justify="center", no_wrap=True, min_width=len(header))
+    table.add_column("passed", justify="right", no_wrap=True, min_width=6)
+    # The one column that gives way when the table is too wide: each row stays one line, cut short.
+    table.add_column("problem")
+    for result in results:
+        if isinstance(result, HostFailure):
+            problem = Text.assemble((f"{result.status}: ", "red"), result.message)
+            table.add_row(Text(result.host), *[""] * len(lab.step_ids), "—", _one_line(problem))
+            continue
+        statuses = {step.id: step.status for step in result.steps}
+        marks = [Text(*_MARKS[statuses[step_id]]) if step_id in statuses else Text("") for step_id in lab.step_ids]
+        table.add_row(Text(result.host), *marks, _passed(result), _one_line(Text(_first_problem(result), style="red")))
+    return table
+
+
+def _one_line(text: Text) -> Text:
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
+
+
+def class_verdict(results: list[LabReport | HostFailure]) -> str:
+    """The class in one line: how many machines passed every check, failed one, or had no report."""
+    reports = [result for result in results if isinstance(result, LabReport)]
+    failures = [result for result in results if isinstance(result, HostFailure)]
+    passed = sum(report.ok for report in reports)
+    unreachable = sum(not failure.reached for failure in failures)
+    text = f"{passed} of {len(results)} machines passed every check, {len(reports) - passed} failed a check"
+    if unreachable:
+        text += f", {unreachable} could not be reached"
+    if len(failures) > unreachable:
+        text += f", {len(failures) - unreachable} did not finish the checks"
+    return text + "."

@@ -21,6 +21,10 @@ class Reporter(Protocol):
     def output(self, step: Step, line: str) -> None:
         """One line of the command's output, as it streams in."""
 
+    def offer_shell(self, step: Step) -> bool:
+        """After an interactive step's action: whether to hand the terminal to `step.shell` on the
+        target now. Only demo mode on a terminal says yes, and only if the person asked for it."""
+
     def check_finished(self, result: CheckResult) -> None: ...
 
     def step_finished(self, step: Step, result: StepResult) -> None:
@@ -39,6 +43,8 @@ class SilentReporter:
     def command(self, step, script): pass
 
     def output(self, step, line): pass
+
+    def offer_shell(self, step): return False
 
     def check_finished(self, result): pass
 

@@ -15,13 +15,21 @@ from pathlib import Path
 from .errors import UsageError
 from .model import ERROR, FAIL, SKIP, LabReport
 
+UNREACHABLE, HOST_ERROR = "unreachable", "error"
+
 
 @dataclass
-class UnreachableHost:
-    """A host of a class run that could not be reached, so it has no LabReport."""
+class HostFailure:
+    """A host of a class run without a LabReport: it could not be reached (`unreachable`), or it was
+    but its checks did not complete, e.g. they timed out (`error`)."""
 
     host: str
     message: str
+    status: str = UNREACHABLE
+
+    @property
+    def reached(self) -> bool:
+        return self.status != UNREACHABLE
 
 
 _SUMMARY_KEYS = ("passed", "failed", "skipped", "errors")
@@ -54,19 +62,21 @@ def report_json(report: LabReport) -> dict:
     }
 
 
-def class_report_json(lab: str, results: list[LabReport | UnreachableHost]) -> dict:
+def class_report_json(lab: str, results: list[LabReport | HostFailure]) -> dict:
     """A whole class in one document: each host's report, and totals a grader can read at a glance."""
     hosts: list[dict] = []
     summary = dict.fromkeys(_SUMMARY_KEYS, 0)
     for result in results:
-        if isinstance(result, UnreachableHost):
-            hosts.append({"host": result.host, "status": "unreachable", "message": result.message})
+        if isinstance(result, HostFailure):
+            hosts.append({"host": result.host, "status": result.status, "message": result.message})
             continue
         hosts.append(report_json(result))
         for key, count in result.summary.items():
             summary[key] += count
     summary["hosts"] = len(results)
-    summary["unreachable"] = sum(isinstance(result, UnreachableHost) for result in results)
+    failures = [result for result in results if isinstance(result, HostFailure)]
+    summary["unreachable"] = sum(not failure.reached for failure in failures)
+    summary["host_errors"] = sum(failure.reached for failure in failures)
     return {"lab": lab, "hosts": hosts, "summary": summary}
 
 
@@ -83,15 +93,16 @@ def _suite(name: str, cases: int, failures: int, errors: int, skipped: int, seco
                       errors=str(errors), skipped=str(skipped), time=f"{seconds:.3f}")
 
 
-def junit_xml(lab: str, results: list[LabReport | UnreachableHost]) -> str:
+def junit_xml(lab: str, results: list[LabReport | HostFailure]) -> str:
     """JUnit XML, so CI servers show each host as a suite and each check as a test."""
     root = ET.Element("testsuites", name=_xml_text(lab))
     totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
     for result in results:
-        if isinstance(result, UnreachableHost):
+        if isinstance(result, HostFailure):
             suite = _suite(result.host, 1, 0, 1, 0, 0.0)
-            case = ET.SubElement(suite, "testcase", classname=_xml_text(lab), name="reachable", time="0.000")
-            ET.SubElement(case, "error", message=_xml_text(result.message), type="unreachable").text = \
+            name = "checks-completed" if result.reached else "reachable"
+            case = ET.SubElement(suite, "testcase", classname=_xml_text(lab), name=name, time="0.000")
+            ET.SubElement(case, "error", message=_xml_text(result.message), type=result.status).text = \
                 _xml_text(result.message)
             counts = {"tests": 1, "failures": 0, "errors": 1, "skipped": 0}
         else:
@@ -125,7 +136,7 @@ def junit_xml(lab: str, results: list[LabReport | UnreachableHost]) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def grade_csv(results: list[LabReport | UnreachableHost]) -> str:
+def grade_csv(results: list[LabReport | HostFailure]) -> str:
     """One row per host with each step's status, the sheet a teacher pastes into a gradebook."""
     step_ids: list[str] = []
     for result in results:
@@ -135,8 +146,8 @@ def grade_csv(results: list[LabReport | UnreachableHost]) -> str:
     writer = csv.writer(buffer)
     writer.writerow(["host", *step_ids, "passed", "failed"])
     for result in results:
-        if isinstance(result, UnreachableHost):
-            writer.writerow([result.host, *["unreachable"] * len(step_ids), "", ""])
+        if isinstance(result, HostFailure):
+            writer.writerow([result.host, *[result.status] * len(step_ids), "", ""])
             continue
         statuses = {step.id: step.status for step in result.steps}
         summary = result.summary
@@ -145,25 +156,43 @@ def grade_csv(results: list[LabReport | UnreachableHost]) -> str:
     return buffer.getvalue()
 
 
-def write_report(path: str | Path, lab: str, results: list[LabReport | UnreachableHost]) -> None:
-    """Write the report the path's suffix asks for; readers never see a half-written file."""
+FORMATS = (".json", ".xml", ".csv")
+
+
+def report_format(path: str | Path) -> str:
+    """The report format a path asks for by its suffix; a usage error for any other, said early."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise UsageError(f"Unknown report format for '{path}'.",
+                         "Use a path ending in .json, .xml (JUnit) or .csv.")
+    return suffix
+
+
+def write_report(path: str | Path, lab: str, results: list[LabReport | HostFailure], *,
+                 whole_class: bool = False) -> None:
+    """Write the report the path's suffix asks for; readers never see a half-written file.
+
+    JSON for one host is that host's report, unless `whole_class` asks for the class format (an
+    inventory of one student is still a class).
+    """
     target = Path(path)
-    suffix = target.suffix.lower()
+    suffix = report_format(path)
     if suffix == ".json":
-        if len(results) == 1 and isinstance(results[0], LabReport):
+        if not whole_class and len(results) == 1 and isinstance(results[0], LabReport):
             data = report_json(results[0])
         else:
             data = class_report_json(lab, results)
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     elif suffix == ".xml":
         text = junit_xml(lab, results)
-    elif suffix == ".csv":
-        text = grade_csv(results)
     else:
-        raise UsageError(f"Unknown report format for '{path}'.",
-                         "Use a path ending in .json, .xml (JUnit) or .csv.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        text = grade_csv(results)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as error:
+        raise UsageError(f"Cannot write the report {path}: {error.strerror or error}.",
+                         "Choose a path in a directory you can write to.") from None
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)

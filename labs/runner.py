@@ -239,6 +239,11 @@ class Runner:
         self.reporter.step_finished(step, result)
         return result
 
+    def reset(self) -> None:
+        """Undo the lab on the target: its reset script, then its journal of demonstrations."""
+        self.remote.run(preamble(self.variables) + self.lab.reset + f"\nrm -f {self._journal_path()}\n",
+                        on_line=lambda line: self.reporter.output(self.lab.steps[0], line))
+
     def _journal_path(self) -> str:
         return f"{JOURNAL_DIR}/{self.lab.name}.done"
 

@@ -8,11 +8,14 @@ not create, the first key seen is recorded and every later one must match (OpenS
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import shlex
 import socket
 import stat
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +25,13 @@ import paramiko
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
+from .. import terminal
 from ..errors import TargetError, UsageError
 from .target import SSHTarget
+
+# paramiko logs a failed connection's traceback from its own thread; the TargetError we raise says it
+# in one line. Records still reach the root logger's handlers (inv --debug), not stderr by default.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _HOST_SPEC = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>\[[0-9a-fA-F:]+\]|[^@:\s\[\]]+)(?::(?P<port>\d{1,5}))?$")
 
@@ -58,19 +66,28 @@ def check_key_file(key: Path) -> None:
 
 
 class _RecordNewHostKey(paramiko.MissingHostKeyPolicy):
-    """accept-new: pin an unknown host's key in our known_hosts file; a changed key still fails."""
+    """accept-new: pin an unknown host's key in our known_hosts file; a changed key still fails.
+
+    A class check meets many new hosts at once: a lock keeps their pins from overwriting each other,
+    and the file is replaced by a rename, so a connection loading it meanwhile never reads half of it.
+    """
+
+    _lock = threading.Lock()
 
     def __init__(self, path: Path):
         self.path = path
 
     def missing_host_key(self, client, hostname, key):
-        keys = paramiko.HostKeys()
-        if self.path.exists():
-            keys.load(str(self.path))
-        keys.add(hostname, key.get_name(), key)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys.save(str(self.path))
-        os.chmod(self.path, 0o600)
+        with self._lock:
+            keys = paramiko.HostKeys()
+            if self.path.exists():
+                keys.load(str(self.path))
+            keys.add(hostname, key.get_name(), key)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            keys.save(str(temporary))
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, self.path)
 
 
 class _LineSink(io.StringIO):
@@ -160,9 +177,7 @@ class Remote:
     def run(self, script: str, *, stdin: str | None = None, root: bool = True, timeout: float | None = None,
             on_line: Callable[[str], None] | None = None) -> CommandResult:
         """Run `script` with sh on the target (as root through sudo when the login user is not root)."""
-        command = f"sh -c {shlex.quote(script)}"
-        if root and self.target.user != "root":
-            command = f"sudo -n {command}"
+        command = self._command(script, root)
         sinks = [_LineSink(on_line) if on_line else io.StringIO() for _ in range(2)]
         started = time.monotonic()
         try:
@@ -172,7 +187,8 @@ class Remote:
                 out_stream=sinks[0], err_stream=sinks[1])
         except CommandTimedOut:
             raise TargetError(f"A command on {self.target.name} did not finish within {timeout or self.command_timeout:g}s.",
-                              "The machine may be overloaded or the command waits for input; try again, or raise ssh.command_timeout.") from None
+                              "The machine may be overloaded or the command waits for input; try again, or raise "
+                              "target.command_timeout (target.check_timeout for --inventory).") from None
         except (paramiko.SSHException, EOFError, OSError) as error:
             self._connection = None
             raise TargetError(f"The SSH connection to {self.target.name} was lost ({error}).",
@@ -181,6 +197,31 @@ class Remote:
             if isinstance(sink, _LineSink):
                 sink.finish()
         return CommandResult(result.exited, result.stdout, result.stderr, time.monotonic() - started)
+
+    def _command(self, script: str, root: bool) -> str:
+        command = f"sh -c {shlex.quote(script)}"
+        return f"sudo -n {command}" if root and self.target.user != "root" else command
+
+    def interactive(self, script: str, *, root: bool = True) -> int:
+        """Run `script` on a pty sized like this terminal and hand the terminal to it until it exits.
+
+        For demo mode's shells; returns the program's exit status.
+        """
+        sys.stdout.flush()
+        try:
+            channel = self.connection.client.get_transport().open_session(timeout=self.connect_timeout)
+            try:
+                columns, rows = terminal.size(sys.stdout.fileno())
+                channel.get_pty(term=os.environ.get("TERM") or "xterm", width=columns, height=rows)
+                channel.exec_command(self._command(script, root))
+                terminal.attach(channel, sys.stdin.fileno(), sys.stdout.fileno())
+                return channel.recv_exit_status()
+            finally:
+                channel.close()
+        except (paramiko.SSHException, EOFError, OSError) as error:
+            self._connection = None
+            raise TargetError(f"The SSH connection to {self.target.name} was lost ({error}).",
+                              "Check that the machine is still up (inv vm.status) and run the lab again.") from None
 
     def put(self, data: bytes, path: str, mode: int = 0o644) -> None:
         """Write `data` to `path` on the target over SFTP, as the login user."""

@@ -248,3 +248,18 @@ def test_target_source_uses_the_vms_own_busybox(solved, env, remote):
     result = labkit(env, "lab.chroot", "--only", "busybox", "--force", "--busybox", "target")
     assert result.returncode == 0, result.stdout + result.stderr
     assert sh(remote, "cmp /bin/busybox /root/rootfs/bin/busybox && echo same").strip() == "same"
+
+
+def test_reset_undoes_the_lab_so_the_check_fails_at_the_first_step(solved, env, remote):
+    """Runs last in this module: it takes the solved state away."""
+    sh(remote, "mkdir -p /tmp/leftover1/upper /tmp/leftover1/workdir /tmp/leftover1/overlay && "
+               "mount -t overlay -o lowerdir=/root/rootfs,upperdir=/tmp/leftover1/upper,workdir=/tmp/leftover1/workdir "
+               "none /tmp/leftover1/overlay && mkdir -p /tmp/leftover1/overlay/proc && "
+               "mount -t proc none /tmp/leftover1/overlay/proc")
+    result = labkit(env, "lab.reset", "chroot")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "/tmp/leftover1" not in sh(remote, "cat /proc/mounts; ls /tmp")
+    assert sh(remote, "ls /root/rootfs /root/container.sh /root/.labkit/chroot.done 2>&1 || true").count("No such file") == 3
+    report = check(remote)
+    assert [c.id for c in report.checks if c.status == "fail"] == ["rootfs.dirs"]
+    assert all(c.status == "skip" for c in report.checks if c.step != "rootfs")

@@ -73,10 +73,16 @@ def sh(remote: Remote, script: str) -> str:
     return result.stdout
 
 
+def merged(base: dict, override: dict) -> dict:
+    """The defaults with the configuration file's values on top, as invoke merges them."""
+    result = dict(base)
+    for key, value in override.items():
+        result[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return result
+
+
 def settings(offline: Path) -> dict:
-    values = json.loads(json.dumps(DEFAULTS["docker"]))
-    values.update(yaml.safe_load(offline.read_text())["docker"])
-    return values
+    return merged(DEFAULTS["docker"], yaml.safe_load(offline.read_text())["docker"])
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +175,13 @@ def test_preload_loads_images_on_a_machine_without_them(solved, env, offline, re
     assert "offline image supply" in result.stdout
     assert sh(remote, f"docker image inspect --format ok {BASE}").strip() == "ok"
     assert sh(remote, "ls /tmp | grep labkit-upload || true") == ""
+
+
+def test_reset_removes_the_lab_so_the_check_fails_again(solved, env, offline, remote):
+    """Runs last in this module. Docker and the group stay (they are the machine's): the check fails
+    at the first step that the reset undid."""
+    result = labkit(env, offline, "lab.reset", "docker")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sh(remote, "docker images -q java11; ls /home/vagrant") == ""
+    report = Runner(docker.LAB, remote, SilentReporter(), settings(offline)).check()
+    assert [c.step for c in report.checks if c.status == "fail"] == ["hello-world"]

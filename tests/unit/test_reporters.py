@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 
 from labs.model import Check, CheckResult, Lab, LabReport, Step, StepResult
-from labs.reporters import LIVE_TAIL, PlainReporter, RichReporter, make_reporter
+from labs.reporters import LIVE_TAIL, DemoReporter, PlainReporter, RichReporter, make_reporter
 
 HOST = "root@127.0.0.1:2222"
 
@@ -226,6 +226,107 @@ def test_make_reporter_picks_plain_for_a_file_and_rich_for_a_terminal():
     plain = make_reporter(Console(file=stream, width=80))
     assert isinstance(plain, PlainReporter) and plain.stream is stream
     assert isinstance(make_reporter(Console(file=StringIO(), force_terminal=True)), RichReporter)
+
+
+def test_make_reporter_narrates_in_demo_mode_which_pause_implies():
+    terminal = Console(file=StringIO(), force_terminal=True)
+    assert isinstance(make_reporter(terminal, demo=True), DemoReporter)
+    paused = make_reporter(terminal, pause=True)
+    assert isinstance(paused, DemoReporter) and paused.pause
+    logged = make_reporter(Console(file=StringIO(), width=80), pause=True)
+    assert isinstance(logged, PlainReporter) and logged.demo
+
+
+# DemoReporter
+
+EXPLAINED = Step("symlinks", "Install the busybox symlinks",
+                 "`busybox --install -s` creates a symlink for every **applet**.", lambda ctx: None, (DIRS,),
+                 interactive=True, shell="chroot rootfs sh")
+
+
+class Keyboard(StringIO):
+    """Lines a person types at a terminal (or, with tty=False, a file on stdin)."""
+
+    def __init__(self, text: str = "", tty: bool = True):
+        super().__init__(text)
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def demo_text(drive, pause=False, keyboard=None, terminal=False, colours=None) -> str:
+    console = Console(file=StringIO(), width=80, force_terminal=terminal, color_system=colours)
+    drive(DemoReporter(console, pause, keyboard or Keyboard(tty=False)))
+    return console.file.getvalue()
+
+
+def narrated_step(reporter):
+    reporter.lab_started(LAB, [ROOTFS, EXPLAINED], HOST, "solve")
+    reporter.step_started(EXPLAINED)
+    reporter.command(EXPLAINED, 'PS1="C-$ " chroot rootfs /bin/busybox sh    # then: ls')
+    reporter.output(EXPLAINED, "\x1b[34mbin\x1b[0m  [bold]sbin[/bold]")
+    reporter.check_finished(DIRS_PASS)
+    reporter.step_finished(EXPLAINED, StepResult("symlinks", "pass", 0.4))
+    reporter.lab_finished(LabReport("chroot", HOST, "ssh", "t", duration_s=0.5, steps=[StepResult("symlinks", "pass", 0.4)],
+                                    checks=[DIRS_PASS]))
+
+
+def test_demo_reporter_shows_explanation_command_and_output_in_order():
+    text = demo_text(narrated_step)
+    assert "Demo: Chroot containers (chroot) on root@127.0.0.1:2222" in text
+    assert "Step 2/2 symlinks: Install the busybox symlinks" in text
+    # Markdown, rendered: no backticks or asterisks left.
+    assert "busybox --install -s creates a symlink for every applet." in text
+    assert '$ PS1="C-$ " chroot rootfs /bin/busybox sh    # then: ls' in text
+    assert "│ bin  [bold]sbin[/bold]" in text  # remote colours parsed, remote text never read as markup
+    assert "✓ rootfs.dirs (0.03s)" in text and "✓ symlinks  Install the busybox symlinks  done 0.40s" in text
+    assert text.index("creates a symlink") < text.index("$ PS1") < text.index("│ bin") < text.index("✓ rootfs.dirs")
+    assert text.rstrip().endswith("✓ chroot on root@127.0.0.1:2222: 1 passed, 0 failed, 0 skipped, 0 errors in 0.5s")
+    assert "Press Enter" not in text
+
+
+def test_demo_reporter_highlights_commands_on_a_terminal():
+    text = demo_text(narrated_step, terminal=True, colours="256")
+    line = text[text.index("PS1"):].split("\n", 1)[0]
+    assert len({code for code in line.split("\x1b[")[1:] if not code.startswith("0m")}) >= 3
+
+
+def test_demo_reporter_pauses_before_each_step_only_for_a_person():
+    keyboard = Keyboard("\n\n")
+    text = demo_text(narrated_step, pause=True, keyboard=keyboard, terminal=True)
+    assert text.count("Press Enter to run this step") == 1 and keyboard.read() == "\n"
+    assert text.index("Press Enter") < text.index("PS1")
+    piped = Keyboard("\n", tty=False)
+    assert "Press Enter" not in demo_text(narrated_step, pause=True, keyboard=piped, terminal=True)
+    assert piped.read() == "\n"  # never read
+    # A terminal for stdin but output to a file: nobody sees a prompt, so none is waited for.
+    assert "Press Enter" not in demo_text(narrated_step, pause=True, keyboard=Keyboard("\n"))
+
+
+@pytest.mark.parametrize("typed, opened", [("y\n", True), ("YES\n", True), ("\n", False), ("n\n", False), ("", False)])
+def test_demo_reporter_offers_the_shell_and_takes_no_for_an_answer(typed, opened):
+    console = Console(file=StringIO(), width=80, force_terminal=True, color_system=None)
+    reporter = DemoReporter(console, stdin=Keyboard(typed))
+    reporter.lab_started(LAB, [EXPLAINED], HOST, "solve")
+    assert reporter.offer_shell(EXPLAINED) is opened
+    text = console.file.getvalue()
+    assert f"Open this step's shell on {HOST} and try it yourself? [y/N]" in text
+    assert ("exit (or Ctrl-D) comes back to the lab" in text) is opened
+
+
+def test_only_a_person_at_a_terminal_is_offered_a_shell():
+    piped = DemoReporter(Console(file=StringIO(), force_terminal=True), stdin=Keyboard("y\n", tty=False))
+    logged = DemoReporter(Console(file=StringIO()), stdin=Keyboard("y\n"))
+    closed = DemoReporter(Console(file=StringIO(), force_terminal=True), stdin=None)
+    closed.stdin = None
+    for reporter in (piped, logged, closed):
+        reporter.lab_started(LAB, [EXPLAINED], HOST, "solve")
+        assert reporter.offer_shell(EXPLAINED) is False
+    assert piped.stdin.read() == "y\n"
+    rich, plain = RichReporter(Console(file=StringIO(), force_terminal=True)), PlainReporter(StringIO())
+    assert rich.offer_shell(EXPLAINED) is False and plain.offer_shell(EXPLAINED) is False
+    rich.close()
 
 
 @pytest.mark.parametrize("reporter_type", [PlainReporter, RichReporter])

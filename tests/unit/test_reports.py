@@ -8,7 +8,7 @@ import pytest
 
 from labs.errors import UsageError
 from labs.model import CheckResult, LabReport, StepResult
-from labs.reports import UnreachableHost, class_report_json, junit_xml, report_json, write_report
+from labs.reports import HostFailure, class_report_json, grade_csv, junit_xml, report_json, write_report
 
 STARTED = "2026-01-01T10:00:00+00:00"
 
@@ -36,7 +36,8 @@ def bob() -> LabReport:
                              CheckResult("busybox.runs", "busybox", "pass", duration_s=0.2)])
 
 
-CAROL = UnreachableHost("carol@10.0.0.7:22", "ssh: connect to host 10.0.0.7 port 22: No route to host")
+CAROL = HostFailure("carol@10.0.0.7:22", "ssh: connect to host 10.0.0.7 port 22: No route to host")
+DAN = HostFailure("dan@10.0.0.8:22", "A command on dan did not finish within 60s.", "error")
 
 
 def test_report_json_has_the_design_format():
@@ -63,7 +64,20 @@ def test_class_report_json_sums_hosts_and_lists_the_unreachable():
     assert data["hosts"][0] == report_json(alice())
     assert data["hosts"][1]["host"] == "bob@10.0.0.6:22"
     assert data["hosts"][2] == {"host": CAROL.host, "status": "unreachable", "message": CAROL.message}
-    assert data["summary"] == {"passed": 3, "failed": 1, "skipped": 1, "errors": 1, "hosts": 3, "unreachable": 1}
+    assert data["summary"] == {"passed": 3, "failed": 1, "skipped": 1, "errors": 1, "hosts": 3, "unreachable": 1,
+                               "host_errors": 0}
+
+
+def test_a_host_reached_whose_checks_did_not_finish_is_an_error_not_unreachable():
+    data = class_report_json("chroot", [bob(), CAROL, DAN])
+    assert data["hosts"][2] == {"host": DAN.host, "status": "error", "message": DAN.message}
+    assert (data["summary"]["unreachable"], data["summary"]["host_errors"]) == (1, 1)
+    assert not CAROL.reached and DAN.reached
+    suites = ET.fromstring(junit_xml("chroot", [CAROL, DAN])).findall("testsuite")
+    assert [suite.find("testcase").get("name") for suite in suites] == ["reachable", "checks-completed"]
+    assert [suite.find("testcase/error").get("type") for suite in suites] == ["unreachable", "error"]
+    rows = list(csv.reader(grade_csv([bob(), DAN]).splitlines()))
+    assert rows[2] == ["dan@10.0.0.8:22", "error", "error", "", ""]
 
 
 def test_junit_xml_parses_and_counts_agree_with_the_summary():
@@ -112,6 +126,8 @@ def test_write_json_for_one_host_and_for_a_class(tmp_path):
     whole = tmp_path / "class.json"
     write_report(str(whole), "chroot", [alice(), CAROL])
     assert json.loads(whole.read_text()) == class_report_json("chroot", [alice(), CAROL])
+    write_report(whole, "chroot", [alice()], whole_class=True)
+    assert json.loads(whole.read_text()) == class_report_json("chroot", [alice()])
 
 
 def test_write_junit(tmp_path):
