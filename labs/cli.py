@@ -275,7 +275,8 @@ def lab_reset(c, lab, provider=None, vm=None, host=None, key=None):
     settings = _lab_settings(c.config, lab, {})
     remote = _connect(c, lab, console, provider, vm, host, key, settings["workdir"])
     try:
-        Runner(LABS[lab], remote, make_reporter(console), settings).reset()
+        Runner(LABS[lab], remote, make_reporter(console), settings).reset(
+            on_line=lambda line: console.print(line, markup=False))
     finally:
         remote.close()
     console.print(f"The {lab} lab is undone on {remote.target.name}: inv lab.{lab} starts it over.")

@@ -27,7 +27,9 @@ LAB_VM_MARKER = "/etc/labkit-vm"
 # respawns a killed dockerd), then waits until it answers.
 RESTART_DOCKER = """if [ -d /run/systemd/system ]; then systemctl restart docker
 elif [ -x /etc/init.d/docker ]; then service docker restart
-elif pgrep -x dockerd >/dev/null; then pkill -x dockerd
+elif old=$(pgrep -x dockerd); then
+  kill $old; i=0
+  while kill -0 $old 2>/dev/null; do i=$((i + 1)); [ $i -le 60 ] || { echo "dockerd does not stop"; exit 1; }; sleep 1; done
 fi
 i=0; until docker version >/dev/null 2>&1; do
   i=$((i + 1)); [ $i -le 120 ] || { echo "dockerd did not come back within 2 minutes"; exit 1; }; sleep 1
@@ -144,7 +146,8 @@ def install_docker(ctx: StepContext) -> None:
                f"|| cp /etc/docker/daemon.json /etc/docker/daemon.json.bak; }} && mv -f {upload} /etc/docker/daemon.json",
                show=f"echo '{json.dumps(config)}' | sudo tee /etc/docker/daemon.json")
     ctx.sh(RESTART_DOCKER if config else "docker version >/dev/null 2>&1 || {\n" + RESTART_DOCKER + "}",
-           show="sudo systemctl restart docker" if config else "", timeout=300,
+           show="sudo systemctl restart docker    # or however this machine restarts services" if config else "",
+           timeout=300,
            failure=("The Docker daemon does not start.", "Look at its log on the VM (/var/log/dockerd.log or journalctl -u docker)."))
     ctx.sh("docker version", show="docker version")
 
@@ -350,7 +353,7 @@ rm -f "$DOCKERFILE" && echo "removed $DOCKERFILE"
              list_images, (IMAGES_CHECK,), demonstration=True),
         Step("run-shell", "Create a simple container", "`-i` keeps stdin open and `-t` allocates a terminal: together "
              "they give a shell in a private snapshot of the image.", run_shell, (RUN_SHELL_CHECK,),
-             interactive=True, demonstration=True),
+             interactive=True, demonstration=True, shell='docker run --rm -it "$BASE_IMAGE" sh'),
         Step("isolation", "Oh no, what have we done?", "Delete everything inside a container, then start a new one: "
              "the image itself is untouched.", isolation, (ISOLATION_CHECK,), destructive=True, demonstration=True),
         Step("dockerfile", "Create a Dockerfile", "A Dockerfile lists the instructions that build an image.",

@@ -14,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable
 
 from .errors import LabError
 from .model import ERROR, FAIL, PASS, SKIP, Check, CheckResult, Lab, LabReport, Step, StepResult
@@ -239,10 +240,14 @@ class Runner:
         self.reporter.step_finished(step, result)
         return result
 
-    def reset(self) -> None:
+    def reset(self, on_line: Callable[[str], None]) -> None:
         """Undo the lab on the target: its reset script, then its journal of demonstrations."""
-        self.remote.run(preamble(self.variables) + self.lab.reset + f"\nrm -f {self._journal_path()}\n",
-                        on_line=lambda line: self.reporter.output(self.lab.steps[0], line))
+        script = f"{self.lab.reset}\nrm -f {self._journal_path()}\n"
+        result = self.remote.run(preamble(self.variables) + script, on_line=on_line)
+        if not result.ok:
+            raise LabError(f"Undoing the {self.lab.name} lab on {self.remote.target.name} failed "
+                           f"(exit status {result.exit_code}).", "Read its output above, fix the cause, and run lab.reset again.",
+                           code=1)
 
     def _journal_path(self) -> str:
         return f"{JOURNAL_DIR}/{self.lab.name}.done"

@@ -186,17 +186,24 @@ class Remote:
                 in_stream=io.StringIO(stdin) if stdin is not None else False,
                 out_stream=sinks[0], err_stream=sinks[1])
         except CommandTimedOut:
-            raise TargetError(f"A command on {self.target.name} did not finish within {timeout or self.command_timeout:g}s.",
-                              "The machine may be overloaded or the command waits for input; try again, or raise "
-                              "target.command_timeout (target.check_timeout for --inventory).") from None
+            raise self._timed_out(timeout) from None
         except (paramiko.SSHException, EOFError, OSError) as error:
             self._connection = None
             raise TargetError(f"The SSH connection to {self.target.name} was lost ({error}).",
                               "Check that the machine is still up (inv vm.status) and run the lab again.") from None
+        # invoke tells a timeout by its timer thread having ended; on a loaded machine the channel that
+        # timer closed can be seen first, and then the command "ends" with no exit status (-1).
+        if result.exited == -1 and time.monotonic() - started >= (timeout or self.command_timeout):
+            raise self._timed_out(timeout)
         for sink in sinks:
             if isinstance(sink, _LineSink):
                 sink.finish()
         return CommandResult(result.exited, result.stdout, result.stderr, time.monotonic() - started)
+
+    def _timed_out(self, timeout: float | None) -> TargetError:
+        return TargetError(f"A command on {self.target.name} did not finish within {timeout or self.command_timeout:g}s.",
+                           "The machine may be overloaded or the command waits for input; try again, or raise "
+                           "target.command_timeout (target.check_timeout for --inventory).")
 
     def _command(self, script: str, root: bool) -> str:
         command = f"sh -c {shlex.quote(script)}"

@@ -218,8 +218,9 @@ def test_each_bakerx_error_ends_in_one_line_and_exit_3_with_nothing_half_made(ca
         lines = error_lines(result)
         assert len(lines) == 2 and lines[0].startswith(f"Error: {start}"), result.stderr
         assert "\x1b" not in result.stderr and "Traceback" not in result.stderr
-        # The stand-in keeps waiting for SSH after the VT-x error, as bakerx does: labkit must not wait.
-        assert elapsed < 60
+        if case == "virtualisation":
+            # The stand-in goes on waiting for SSH after the VT-x error, as bakerx does: labkit must not.
+            assert elapsed < 60
         vm = task[1] if len(task) > 1 else "con0"
         persist = home / ".bakerx" / ".persist"
         assert not (persist / "vms" / vm).exists() and standin_vms(home) == []

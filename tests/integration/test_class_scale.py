@@ -148,7 +148,7 @@ def test_every_student_has_a_correct_row(classroom, runs):
             else:
                 assert int(passed) < int(total) == 13 and problem
         for name, (kind, words) in FAILURES.items():
-            assert rows[name][:len(STEPS) + 1] == [""] * len(STEPS) + ["—"], (run, name)
+            assert rows[name][:len(STEPS) + 1] == [""] * len(STEPS) + ["—"], (run, name, rows[name])
             assert rows[name][-1].startswith(f"{kind}: ") and words in rows[name][-1], (run, name, rows[name])
         for name, (_, words) in MISCONFIGURED.items():
             assert rows[name][-1].startswith(words), (run, name, rows[name])

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from labs.providers.ssh import Remote
 from labs.reporting import SilentReporter
 from labs.runner import Runner
 from tests.docker_images import BASE, HELLO_TEXT, offline_config, write_archive
+from tests.sshd import free_port
 
 pytestmark = pytest.mark.vm
 
@@ -175,6 +178,51 @@ def test_preload_loads_images_on_a_machine_without_them(solved, env, offline, re
     assert "offline image supply" in result.stdout
     assert sh(remote, f"docker image inspect --format ok {BASE}").strip() == "ok"
     assert sh(remote, "ls /tmp | grep labkit-upload || true") == ""
+
+
+def wait_for_port(port: int, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the registry did not listen on port {port}")
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A real registry (Debian's docker-registry) on this host; the VM reaches it at 10.0.2.2:PORT."""
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(yaml.safe_dump({
+        "version": 0.1, "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}},
+        "http": {"addr": f"127.0.0.1:{port}"}, "log": {"level": "info"}}))
+    log = (tmp_path / "registry.log").open("w")
+    process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    wait_for_port(port)
+    yield port, tmp_path / "registry.log"
+    process.terminate()
+    process.wait(10)
+
+
+def test_registry_mirror_supplies_images(solved, env, offline, remote, registry, tmp_path):
+    port, log = registry
+    mirror = f"10.0.2.2:{port}"
+    config = yaml.safe_load(offline.read_text())
+    config["docker"].update(preload=[], registry_mirror=f"http://{mirror}", insecure_registries=[mirror])
+    mirrored = tmp_path / "mirror.yaml"
+    mirrored.write_text(yaml.safe_dump(config))
+    result = labkit(env, mirrored, "lab.docker", "--only", "install", "--force")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert f'"registry-mirrors"' in sh(remote, "cat /etc/docker/daemon.json")
+    # Fill the classroom registry, then take the image off the VM: only the mirror can bring it back.
+    sh(remote, f"docker tag {BASE} {mirror}/{BASE} && docker push {mirror}/{BASE} && docker rmi {mirror}/{BASE} {BASE}")
+    result = labkit(env, mirrored, "lab.docker", "--only", "pull")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "docker pull" in result.stdout
+    assert sh(remote, f"docker image inspect --format ok {BASE}").strip() == "ok"
+    assert "/v2/labkit-test/base/manifests/offline" in log.read_text()
 
 
 def test_reset_removes_the_lab_so_the_check_fails_again(solved, env, offline, remote):
