@@ -23,13 +23,17 @@ from .templates import render
 
 LAB_VM_MARKER = "/etc/labkit-vm"
 
-# Restarts dockerd however this machine runs services: systemd, SysV init, or busybox init (which
-# respawns a killed dockerd), then waits until it answers.
+# Restarts dockerd however this machine runs services: systemd, an inittab that respawns dockerd
+# (labkit's VMs: stopping it is enough), or a SysV script; then waits until it answers.
 RESTART_DOCKER = """if [ -d /run/systemd/system ]; then systemctl restart docker
+elif grep -q '^[^#].*respawn.*dockerd' /etc/inittab 2>/dev/null; then
+  old=$(pidof dockerd 2>/dev/null || busybox pidof dockerd)
+  [ -z "$old" ] || kill $old
+  i=0
+  while [ -n "$old" ] && kill -0 $old 2>/dev/null; do
+    i=$((i + 1)); [ $i -le 60 ] || { echo "dockerd does not stop"; exit 1; }; sleep 1
+  done
 elif [ -x /etc/init.d/docker ]; then service docker restart
-elif old=$(pgrep -x dockerd); then
-  kill $old; i=0
-  while kill -0 $old 2>/dev/null; do i=$((i + 1)); [ $i -le 60 ] || { echo "dockerd does not stop"; exit 1; }; sleep 1; done
 fi
 i=0; until docker version >/dev/null 2>&1; do
   i=$((i + 1)); [ $i -le 120 ] || { echo "dockerd did not come back within 2 minutes"; exit 1; }; sleep 1

@@ -176,14 +176,21 @@ class Remote:
 
     def run(self, script: str, *, stdin: str | None = None, root: bool = True, timeout: float | None = None,
             on_line: Callable[[str], None] | None = None) -> CommandResult:
-        """Run `script` with sh on the target (as root through sudo when the login user is not root)."""
+        """Run `script` with sh on the target (as root through sudo when the login user is not root).
+
+        `stdin` (a few commands to feed a shell: it travels on the command line) reaches the command
+        through a pipe on the target rather than the SSH channel, so a command that exits before
+        reading all of it simply does not read it.
+        """
         command = self._command(script, root)
+        if stdin is not None:
+            command = f"printf %s {shlex.quote(stdin)} | {command}"
         sinks = [_LineSink(on_line) if on_line else io.StringIO() for _ in range(2)]
         started = time.monotonic()
         try:
             result = self.connection.run(
                 command, warn=True, hide=False, pty=False, timeout=timeout or self.command_timeout,
-                in_stream=io.StringIO(stdin) if stdin is not None else False,
+                in_stream=False,
                 out_stream=sinks[0], err_stream=sinks[1])
         except CommandTimedOut:
             raise self._timed_out(timeout) from None

@@ -21,19 +21,20 @@ def qemu_settings(tmp_path_factory):
     return {"cache_dir": cache, "state_dir": str(tmp_path_factory.mktemp("labkit-state"))}
 
 
+def running(qemu_settings: dict, name: str):
+    """(provider, SSHTarget) of the VM `name`, booted for the session and destroyed at its end."""
+    provider = QemuProvider(qemu_settings, progress)
+    yield provider, provider.up(name)
+    provider.destroy(name)
+
+
 @pytest.fixture(scope="session")
 def con0(qemu_settings):
-    """(provider, SSHTarget) of the running `con0`; destroyed at the end of the session."""
-    provider = QemuProvider(qemu_settings, progress)
-    target = provider.up("con0")
-    yield provider, target
-    provider.destroy("con0")
+    """The chroot lab's VM: Debian, root login."""
+    yield from running(qemu_settings, "con0")
 
 
 @pytest.fixture(scope="session")
 def docker0(qemu_settings):
-    """(provider, SSHTarget) of the running `docker0` (Debian with Docker, user vagrant with sudo)."""
-    provider = QemuProvider(qemu_settings, progress)
-    target = provider.up("docker0")
-    yield provider, target
-    provider.destroy("docker0")
+    """The docker lab's VM: Debian with Docker, user vagrant with passwordless sudo."""
+    yield from running(qemu_settings, "docker0")
