@@ -30,7 +30,16 @@ def world(tmp_path_factory):
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
     accepted = []
-    threading.Thread(target=lambda: [accepted.append(silent.accept()) for _ in range(16)], daemon=True).start()
+
+    def hold_connections():
+        """Accept and never answer, until the fixture closes the socket."""
+        try:
+            while True:
+                accepted.append(silent.accept())
+        except OSError:
+            pass
+
+    threading.Thread(target=hold_connections, daemon=True).start()
     yield {"base": base, "key": key, "port": server.port, "home": home, "silent": silent.getsockname()[1],
            "host": f"root@127.0.0.1:{server.port}"}
     server.stop()
