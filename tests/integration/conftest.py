@@ -6,6 +6,7 @@ import pytest
 
 from labs.providers import vmimage
 from labs.providers.qemu import QemuProvider
+from labs.providers.ssh import Remote
 
 
 def progress(message: str) -> None:
@@ -38,3 +39,12 @@ def con0(qemu_settings):
 def docker0(qemu_settings):
     """The docker lab's VM: Debian with Docker, user vagrant with passwordless sudo."""
     yield from running(qemu_settings, "docker0")
+
+
+@pytest.fixture(scope="module")
+def remote(request):
+    """One SSH connection per test module to the VM that the module names in `VM`."""
+    _, target = request.getfixturevalue(request.module.VM)
+    connection = Remote(target)
+    yield connection
+    connection.close()

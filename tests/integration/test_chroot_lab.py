@@ -22,6 +22,7 @@ import pytest
 from labs import chroot
 from labs.cli import DEFAULTS
 from labs.providers.ssh import Remote
+from tests.remote import sh
 from labs.reporting import SilentReporter
 from labs.runner import Runner
 
@@ -56,23 +57,12 @@ def env(qemu_settings, tmp_path_factory):
     return values
 
 
-@pytest.fixture(scope="module")
-def remote(con0):
-    _, target = con0
-    connection = Remote(target)
-    yield connection
-    connection.close()
+VM = "con0"
 
 
 def check(remote: Remote):
     """The self-check, in process, with the default settings."""
     return Runner(chroot.LAB, remote, SilentReporter(), json.loads(json.dumps(DEFAULTS["chroot"]))).check()
-
-
-def sh(remote: Remote, script: str) -> str:
-    result = remote.run(script)
-    assert result.ok, result.stdout + result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")

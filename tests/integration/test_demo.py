@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from labs.providers.ssh import Remote
+from tests.remote import sh
 from tests.terminal import COLUMNS, ROWS, Terminal
 
 pytestmark = pytest.mark.vm
@@ -29,17 +29,7 @@ def env(qemu_settings):
     return values
 
 
-@pytest.fixture(scope="module")
-def remote(con0):
-    connection = Remote(con0[1])
-    yield connection
-    connection.close()
-
-
-def sh(remote: Remote, script: str) -> str:
-    result = remote.run(script)
-    assert result.ok, result.stdout + result.stderr
-    return result.stdout
+VM = "con0"
 
 
 def labkit(env: dict, *args: str, stdin_devnull: bool = False) -> Terminal:

@@ -22,7 +22,7 @@ import yaml
 
 from labs import docker
 from labs.cli import DEFAULTS
-from labs.providers.ssh import Remote
+from tests.remote import sh
 from labs.reporting import SilentReporter
 from labs.runner import Runner
 from tests.docker_images import BASE, HELLO_TEXT, offline_config, write_archive
@@ -63,17 +63,7 @@ def labkit(env: dict, offline: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=1800, stdin=subprocess.DEVNULL)
 
 
-@pytest.fixture(scope="module")
-def remote(docker0):
-    connection = Remote(docker0[1])
-    yield connection
-    connection.close()
-
-
-def sh(remote: Remote, script: str) -> str:
-    result = remote.run(script)
-    assert result.ok, result.stdout + result.stderr
-    return result.stdout
+VM = "docker0"
 
 
 def merged(base: dict, override: dict) -> dict:
@@ -215,7 +205,7 @@ def test_registry_mirror_supplies_images(solved, env, offline, remote, registry,
     mirrored.write_text(yaml.safe_dump(config))
     result = labkit(env, mirrored, "lab.docker", "--only", "install", "--force")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    assert f'"registry-mirrors"' in sh(remote, "cat /etc/docker/daemon.json")
+    assert '"registry-mirrors"' in sh(remote, "cat /etc/docker/daemon.json")
     # Fill the classroom registry, then take the image off the VM: only the mirror can bring it back.
     sh(remote, f"docker tag {BASE} {mirror}/{BASE} && docker push {mirror}/{BASE} && docker rmi {mirror}/{BASE} {BASE}")
     result = labkit(env, mirrored, "lab.docker", "--only", "pull")

@@ -6,7 +6,6 @@ The toy lab here only touches files in a pytest temporary directory that the ssh
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 

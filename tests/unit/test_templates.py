@@ -1,6 +1,4 @@
-import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
