@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-import uuid
 from pathlib import Path
 
 from .model import Check, Lab, Step
@@ -136,9 +135,8 @@ def _stage_from_target(ctx: StepContext, staged: str) -> None:
 def _stage_from_host(ctx: StepContext, staged: str, source: str) -> None:
     path = Path(source).expanduser()
     data = path.read_bytes()
-    upload = f"/tmp/labkit-upload-{uuid.uuid4().hex[:12]}"
     ctx.reporter.command(ctx.step, f"scp {path} TARGET:rootfs/bin/busybox")
-    ctx.remote.put(data, upload, 0o600)
+    upload = ctx.upload(data)
     ctx.sh(f"mv -f {upload} {staged}", show="", failure=("Could not move the uploaded busybox into the rootfs.",
                                                          "Check that the rootfs is writable."))
     ctx.say(f"uploaded {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
@@ -231,9 +229,8 @@ def write_container_script(ctx: StepContext) -> None:
     shebang = wanted if wanted != "auto" else (
         "/bin/ash" if ctx.read("[ -x /bin/ash ]").ok else "/bin/sh")
     text = render("container.sh.j2", container_sh_values(ctx.settings, shebang), "chroot.container_sh")
-    upload = f"/tmp/labkit-upload-{uuid.uuid4().hex[:12]}"
     ctx.reporter.command(ctx.step, f"cat > container.sh    # rendered from templates/container.sh.j2, #!{shebang}")
-    ctx.remote.put(text.encode(), upload, 0o600)
+    upload = ctx.upload(text.encode())
     # A student's own, different container.sh is kept as container.sh.bak rather than lost.
     ctx.sh(f'if [ -f "$SCRIPT" ] && ! cmp -s {upload} "$SCRIPT"; then cp -p "$SCRIPT" "$SCRIPT.bak"; fi\n'
            f'mv -f {upload} "$SCRIPT" && chmod 755 "$SCRIPT"', show="chmod +x container.sh")

@@ -12,7 +12,6 @@ import hashlib
 import json
 import re
 import tarfile
-import uuid
 from pathlib import Path
 from shlex import quote
 
@@ -104,9 +103,8 @@ def ensure_image(ctx: StepContext, reference: str) -> None:
         if not path.is_file():
             raise StepFailed(f"The preload archive {path} does not exist.", "Fix docker.preload in the configuration.")
         if _canonical(reference) in archive_tags(path):
-            upload = f"/tmp/labkit-upload-{uuid.uuid4().hex[:12]}.tar"
             ctx.reporter.command(ctx.step, f"scp {path} TARGET && docker load -i {path.name}    # offline image supply")
-            ctx.remote.put(path.read_bytes(), upload, 0o600)
+            upload = ctx.upload(path.read_bytes())
             try:
                 ctx.sh(f"docker load -i {upload}", show="",
                        failure=(f"docker load of {path} failed.", "Check that the archive was made by `docker save`."))
@@ -144,8 +142,7 @@ def install_docker(ctx: StepContext) -> None:
         raise StepFailed(f"Unknown docker.install_method '{ctx.settings['install_method']}'.", "Use script or package.")
     config = _daemon_config(ctx.settings)
     if config:
-        upload = f"/tmp/labkit-upload-{uuid.uuid4().hex[:12]}"
-        ctx.remote.put((json.dumps(config, indent=2) + "\n").encode(), upload, 0o644)
+        upload = ctx.upload((json.dumps(config, indent=2) + "\n").encode(), 0o644)
         ctx.sh(f"mkdir -p /etc/docker && {{ [ ! -f /etc/docker/daemon.json ] || cmp -s {upload} /etc/docker/daemon.json "
                f"|| cp /etc/docker/daemon.json /etc/docker/daemon.json.bak; }} && mv -f {upload} /etc/docker/daemon.json",
                show=f"echo '{json.dumps(config)}' | sudo tee /etc/docker/daemon.json")
@@ -287,9 +284,8 @@ ISOLATION_CHECK = Check(
 
 def write_dockerfile(ctx: StepContext) -> None:
     text = render("Dockerfile.j2", dockerfile_values(ctx.settings), "docker.dockerfile")
-    upload = f"/tmp/labkit-upload-{uuid.uuid4().hex[:12]}"
     ctx.reporter.command(ctx.step, "cat > Dockerfile    # rendered from templates/Dockerfile.j2")
-    ctx.remote.put(text.encode(), upload, 0o644)
+    upload = ctx.upload(text.encode(), 0o644)
     # The file belongs to the student, as if they had written it; a different one is kept as Dockerfile.bak.
     ctx.sh(f'if [ -f "$DOCKERFILE" ] && ! cmp -s {upload} "$DOCKERFILE"; then cp -p "$DOCKERFILE" "$DOCKERFILE.bak"; fi\n'
            f'mv -f {upload} "$DOCKERFILE" && chown "$LOGIN_USER:" "$DOCKERFILE"', show="")

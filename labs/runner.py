@@ -22,6 +22,7 @@ from .providers.ssh import CommandResult, Remote
 from .reporting import Reporter
 
 JOURNAL_DIR = ".labkit"
+UPLOAD_PREFIX = "/tmp/labkit-upload-"
 
 
 class StepFailed(LabError):
@@ -57,6 +58,13 @@ class StepContext:
                 "Read its output above; fix the cause and run the lab again from this step.")
             raise StepFailed(message, hint)
         return result
+
+    def upload(self, data: bytes, mode: int = 0o600) -> str:
+        """Put `data` in a fresh /tmp/labkit-upload-* file on the target (the labs' clean-up removes
+        leftovers of that name) and return its path, for a command to move into place."""
+        path = f"{UPLOAD_PREFIX}{uuid.uuid4().hex[:12]}"
+        self.remote.put(data, path, mode)
+        return path
 
     def say(self, text: str) -> None:
         """A line of narration between commands."""
