@@ -12,8 +12,9 @@ import json
 import shlex
 from pathlib import Path
 
+from .errors import StepFailed
 from .model import Check, Lab, Step
-from .runner import StepContext, StepFailed
+from .runner import StepContext
 from .templates import render
 
 # busybox picks its applet by the name it is run as, so the staged copy must start with "busybox".

@@ -78,7 +78,7 @@ CONNECTING, CHECKING = "connecting", "checking"
 
 
 def check_class(lab: Lab, students: list[Student], settings: dict, *, parallel: int, state_dir: Path,
-                connect_timeout: float, check_timeout: float,
+                connect_timeout: float, check_timeout: float, reconnect_attempts: int = 3, reconnect_backoff: float = 1.0,
                 on_status: Callable[[Student, str], None] = lambda student, phase: None,
                 on_result: Callable[[Student, LabReport | HostFailure], None] = lambda student, result: None,
                 ) -> list[LabReport | HostFailure]:
@@ -96,7 +96,8 @@ def check_class(lab: Lab, students: list[Student], settings: dict, *, parallel: 
         status = UNREACHABLE
         try:
             target = ssh_target(student.spec, student.key, state_dir, workdir=student.workdir, name=student.name)
-            remote = Remote(target, connect_timeout=connect_timeout, command_timeout=check_timeout)
+            remote = Remote(target, connect_timeout=connect_timeout, command_timeout=check_timeout,
+                            reconnect_attempts=reconnect_attempts, reconnect_backoff=reconnect_backoff)
             try:
                 on_status(student, CONNECTING)
                 remote.reconnect()  # a failure to log in here makes the host "unreachable"

@@ -40,6 +40,8 @@ DEFAULTS = {
         "command_timeout": 300,
         "check_timeout": 60,
         "parallel": 32,
+        "reconnect_attempts": 3,
+        "reconnect_backoff": 1.0,
     },
     "vm": VM_DEFAULTS,
     "bakerx": BAKERX_DEFAULTS,
@@ -83,10 +85,10 @@ DEFAULTS = {
 
 TARGET_HELP = {
     "provider": "Where the lab runs: auto (default), qemu (the built-in VM), bakerx, or ssh (with --host).",
-    "vm": "Name of the lab VM (default: con0 for the chroot lab).",
+    "vm": "Name of the lab VM (default: the lab's chroot.vm or docker.vm setting, con0 or docker0).",
     "host": "Any SSH machine instead of a VM: USER@HOST[:PORT].",
     "key": "Private key for --host.",
-    "report": "Write a report: PATH ending in .json or .xml (JUnit).",
+    "report": "Write a report: PATH ending in .json, .xml (JUnit) or .csv.",
 }
 
 
@@ -160,7 +162,9 @@ def _connect(c, lab: str, console: Console, provider, vm, host, key, workdir) ->
                          workdir=workdir or settings.workdir, vm_settings=_plain(config.vm),
                          state_dir=state_dir(config), progress=progress, bakerx_settings=_plain(config.bakerx))
     return Remote(target, connect_timeout=config.target.connect_timeout,
-                  command_timeout=config.target.command_timeout)
+                  command_timeout=config.target.command_timeout,
+                  reconnect_attempts=config.target.reconnect_attempts,
+                  reconnect_backoff=config.target.reconnect_backoff)
 
 
 def _finish(report, report_path: str | None, lab: str) -> None:
@@ -202,6 +206,8 @@ def _check_class(c, lab_name, inventory, parallel, report):
         results = check_class(lab, students, settings, parallel=parallel, state_dir=state_dir(c.config),
                               connect_timeout=c.config.target.connect_timeout,
                               check_timeout=c.config.target.check_timeout,
+                              reconnect_attempts=c.config.target.reconnect_attempts,
+                              reconnect_backoff=c.config.target.reconnect_backoff,
                               on_status=lambda student, phase: progress.status(student.name, phase),
                               on_result=lambda student, result: progress.finished(student.name, result))
     console.print(class_table(lab, results, console.width))
@@ -392,7 +398,7 @@ def vm_ssh_config(c, provider=None):
 
 # --- render.* -------------------------------------------------------------------------------------
 
-@task(name="container-sh", help={"shebang": "Interpreter for the #! line (default /bin/ash, the workshop's)."})
+@task(name="container-sh", help={"shebang": "Interpreter for the #! line (default: chroot.container_sh.shebang; its default auto prints the workshop's /bin/ash)."})
 @user_errors
 def render_container_sh(c, shebang=None):
     """Print container.sh as the chroot lab renders it from templates/container.sh.j2."""

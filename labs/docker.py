@@ -15,12 +15,12 @@ import tarfile
 from pathlib import Path
 from shlex import quote
 
-from .errors import UsageError
+from .errors import StepFailed, UsageError
 from .model import Check, Lab, Step
-from .runner import StepContext, StepFailed
+from .providers.target import LAB_VM_MARKER
+from .runner import StepContext
 from .templates import render
 
-LAB_VM_MARKER = "/etc/labkit-vm"
 
 # Restarts dockerd however this machine runs services: systemd, an inittab that respawns dockerd
 # (labkit's VMs: stopping it is enough), or a SysV script; then waits until it answers.

@@ -30,3 +30,17 @@ class TargetError(LabError):
     """The target could not be provisioned or reached (exit 3)."""
 
     code = UNREACHABLE
+
+
+class StepFailed(LabError):
+    """A step's action failed; the step stops with this message and hint, and the lab fails (exit 1)."""
+
+    code = 1
+
+
+DISK_FULL = "No space left on device"
+DISK_FULL_HINT = "Free space on the target (df -h shows where), then run the lab again: steps already done are skipped."
+
+
+class DiskFull(StepFailed):
+    """The target ran out of disk space during a step."""

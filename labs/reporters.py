@@ -101,6 +101,9 @@ class PlainReporter:
     def output(self, step: Step, line: str) -> None:
         self._line(step.id, "| " + _ANSI.sub("", line.rstrip("\r\n")))
 
+    def notice(self, step: Step, text: str) -> None:
+        self._line(step.id, f"! {text}")
+
     def offer_shell(self, step: Step) -> bool:
         return False
 
@@ -193,6 +196,11 @@ class RichReporter:
         with self._lock:
             view = self._views.setdefault(step.id, _StepView(step))
             view.lines.append(Text.from_ansi(line.rstrip("\r\n")))
+
+    def notice(self, step: Step, text: str) -> None:
+        with self._lock:
+            view = self._views.setdefault(step.id, _StepView(step))
+            view.lines.append(Text(f"! {text}", style="bold yellow"))
 
     def offer_shell(self, step: Step) -> bool:
         """Only demo mode hands the terminal over; the live display would draw over the shell."""
@@ -375,6 +383,9 @@ class DemoReporter:
         grid.add_column(ratio=1)
         grid.add_row(Text("  │ ", style="dim"), Text.from_ansi(line.rstrip("\r\n")))
         self.console.print(grid)
+
+    def notice(self, step: Step, text: str) -> None:
+        self.console.print(Text(f"  ! {text}", style="bold yellow"))
 
     def offer_shell(self, step: Step) -> bool:
         if not self._attended():

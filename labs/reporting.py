@@ -21,6 +21,9 @@ class Reporter(Protocol):
     def output(self, step: Step, line: str) -> None:
         """One line of the command's output, as it streams in."""
 
+    def notice(self, step: Step, text: str) -> None:
+        """A word from labkit itself during `step` (a lost connection, a retry), not the target's output."""
+
     def offer_shell(self, step: Step) -> bool:
         """After an interactive step's action: whether to hand the terminal to `step.shell` on the
         target now. Only demo mode on a terminal says yes, and only if the person asked for it."""
@@ -43,6 +46,8 @@ class SilentReporter:
     def command(self, step, script): pass
 
     def output(self, step, line): pass
+
+    def notice(self, step, text): pass
 
     def offer_shell(self, step): return False
 

@@ -14,21 +14,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, TypeVar
 
-from .errors import LabError
+from .errors import DISK_FULL, DISK_FULL_HINT, DiskFull, LabError, StepFailed
 from .model import ERROR, FAIL, PASS, SKIP, Check, CheckResult, Lab, LabReport, Step, StepResult
-from .providers.ssh import CommandResult, Remote
+from .providers.ssh import CommandResult, ConnectionLost, Remote
 from .reporting import Reporter
 
 JOURNAL_DIR = ".labkit"
 UPLOAD_PREFIX = "/tmp/labkit-upload-"
-
-
-class StepFailed(LabError):
-    """An action's command failed; the step stops with this message and hint."""
-
-    code = 1
+T = TypeVar("T")
 
 
 @dataclass
@@ -53,6 +48,9 @@ class StepContext:
         result = self.remote.run(preamble(self.variables) + script, stdin=stdin, timeout=timeout, root=root,
                                  on_line=lambda line: self.reporter.output(self.step, line))
         if check and not result.ok:
+            if DISK_FULL in result.stdout + result.stderr:
+                raise DiskFull(f"The disk of {self.remote.target.name} is full: step {self.step.id} could not write "
+                               f"({DISK_FULL}).", DISK_FULL_HINT)
             message, hint = failure or (
                 f"A command of step {self.step.id} failed with exit status {result.exit_code}.",
                 "Read its output above; fix the cause and run the lab again from this step.")
@@ -180,7 +178,7 @@ class Runner:
         started = time.monotonic()
         self.reporter.lab_started(self.lab, steps, self.remote.target.name, "check")
         try:
-            report.checks = self.run_checks(steps)
+            report.checks = self._retrying(steps[0], lambda: self.run_checks(steps))
             for step in steps:
                 self.reporter.step_started(step)
                 mine = [result for result in report.checks if result.step == step.id]
@@ -203,7 +201,7 @@ class Runner:
         try:
             journal = self._journal()
             for index, step in enumerate(steps):
-                result = self._solve_step(step, force, journal, report)
+                result = self._retrying(step, lambda: self._solve_step(step, force, journal, report), clean=True)
                 if result.status != PASS:
                     for later in steps[index + 1:]:
                         report.steps.append(StepResult(later.id, SKIP))
@@ -213,6 +211,26 @@ class Runner:
             report.duration_s = time.monotonic() - started
             self.reporter.lab_finished(report)
         return report
+
+    def _retrying(self, step: Step, work: Callable[[], T], clean: bool = False) -> T:
+        """`work`, done again on a new connection when the old one is lost, up to the Remote's
+        reconnect_attempts times. Safe because a step starts from its checks (a finished action
+        counts as done) and, with `clean`, the lab's clean-up first removes what the broken try left."""
+        losses = 0
+        while True:
+            try:
+                return work()
+            except ConnectionLost as lost:
+                losses += 1
+                if losses > self.remote.reconnect_attempts:
+                    raise
+                attempts = self.remote.reconnect_attempts
+                self.reporter.notice(step, f"{lost.message} Logging in again.")
+                self.remote.restore(lambda attempt, delay: self.reporter.notice(
+                    step, f"waiting {delay:g}s before login attempt {attempt}/{attempts}"))
+                self.reporter.notice(step, f"connected again; running {step.id} again from its checks")
+                if clean:
+                    self._cleanup()
 
     def _solve_step(self, step: Step, force: bool, journal: set[str], report: LabReport) -> StepResult:
         self.reporter.step_started(step)

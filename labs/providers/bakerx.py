@@ -42,7 +42,8 @@ from pathlib import Path
 from labs.errors import TargetError, UsageError
 from labs.providers.hostkeys import HostKeyChanged, entry_name, fetch_host_key, forget_command, pin_host_key
 from labs.providers.qemu import VMStatus
-from labs.providers.target import SSHTarget
+from labs.providers.ssh import Remote
+from labs.providers.target import LAB_VM_MARKER, SSHTarget
 
 DEFAULTS: dict = {
     "command": "bakerx",
@@ -329,8 +330,27 @@ class BakerxProvider:
         self._vm_dir(vm).mkdir(mode=0o700, parents=True, exist_ok=True)
         (self._vm_dir(vm) / "vm.json").write_text(json.dumps(record, indent=2) + "\n")
         (self._vm_dir(vm) / "replace-host-key").unlink(missing_ok=True)
+        if not existed:
+            self._mark(vm)
         self.progress(f"{vm} is up: {info.user}@{info.hostname}:{info.port}")
         return self.target(vm)
+
+    def _mark(self, vm: str) -> None:
+        """Write the lab-VM marker into a VM this toolkit just created, as the qemu provider's guests
+        write it at boot: the docker lab's destructive step runs only where it is."""
+        self.progress(f"Marking {vm} as a lab VM ({LAB_VM_MARKER})")
+        remote = Remote(self.target(vm))
+        try:
+            result = remote.run(f"printf '%s\\n' {shlex.quote(vm)} > {LAB_VM_MARKER}")
+        except TargetError as error:
+            result, reason = None, error.message
+        finally:
+            remote.close()
+        if result is None or not result.ok:
+            self._delete_quietly(vm)
+            raise TargetError(f"Could not write {LAB_VM_MARKER} in the new VM {vm}: "
+                              f"{reason if result is None else (result.stderr.strip() or result.exit_code)}.",
+                              f"The login user needs passwordless sudo; retry inv vm.up {vm}.")
 
     def target(self, vm: str) -> SSHTarget:
         """SSH details recorded at the last `vm.up` (bakerx keeps a VM's port for its lifetime)."""

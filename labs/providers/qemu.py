@@ -395,6 +395,7 @@ class QemuProvider:
                 shutil.copyfile(vm_dir / key, seed / key)
             _run_tool(["mke2fs", "-q", "-F", "-t", "ext2", "-L", "labkit-seed", "-d", str(seed), str(vm_dir / "seed.img"), "4M"],
                       "Writing the seed disk")
+        (vm_dir / "seed.img").chmod(0o600)  # it carries the guest's private host key
 
     def _pin_host_key(self, vm: str, port: int) -> None:
         """known_hosts holding only the generated host key, so even the first connection is verified."""

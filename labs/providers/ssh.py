@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Callable
 
 import paramiko
-from fabric import Connection
+from fabric import Config, Connection
+from fabric.runners import Remote as FabricRemoteRunner
 from invoke.exceptions import CommandTimedOut
 
 from .. import terminal
-from ..errors import TargetError, UsageError
+from ..errors import DISK_FULL_HINT, DiskFull, TargetError, UsageError
 from .target import SSHTarget
 
 # paramiko logs a failed connection's traceback from its own thread; the TargetError we raise says it
@@ -34,6 +35,53 @@ from .target import SSHTarget
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _HOST_SPEC = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>\[[0-9a-fA-F:]+\]|[^@:\s\[\]]+)(?::(?P<port>\d{1,5}))?$")
+
+
+class Unreachable(TargetError):
+    """No SSH session could be opened; unlike a refused login or a changed host key, this may pass."""
+
+
+class ConnectionLost(TargetError):
+    """The connection broke while a command ran: what the command did on the target is unknown."""
+
+
+# Every command carries LABKIT_RUN=<token> in its environment, which its children inherit: a stopped
+# run (Ctrl-C, a timeout) can then end all of its processes on the target, containers' shells included.
+_RUN_TOKEN = re.compile(r"LABKIT_RUN=([0-9a-f]{16})")
+STOP_GRACE_S = 1
+
+
+def stop_script(token: str) -> str:
+    """Shell that ends every process of the run `token`: SIGTERM, then SIGKILL for what is left."""
+    find = f"grep -lsxzF LABKIT_RUN={token} /proc/[0-9]*/environ | cut -d/ -f3"
+    return (f"pids=$({find}); [ -n \"$pids\" ] || exit 0; kill -TERM $pids 2>/dev/null; sleep {STOP_GRACE_S}\n"
+            f"pids=$({find}); [ -z \"$pids\" ] || kill -KILL $pids 2>/dev/null; exit 0")
+
+
+def _stop_run(client: paramiko.SSHClient, token: str, sudo: bool, timeout: float) -> None:
+    """End the run `token` on the target through a channel of its own; best effort, never raises."""
+    command = f"sh -c {shlex.quote(stop_script(token))}"
+    try:
+        channel = client.get_transport().open_session(timeout=timeout)
+        channel.settimeout(timeout + STOP_GRACE_S)
+        channel.exec_command(f"sudo -n {command}" if sudo else command)
+        channel.recv_exit_status()
+        channel.close()
+    except (paramiko.SSHException, EOFError, OSError, AttributeError):
+        pass
+
+
+class _StoppableRunner(FabricRemoteRunner):
+    """Ctrl-C without a pty: fabric would wait for the remote command to end on its own; this ends its
+    processes on the target first, so the lab's clean-up runs at once and finds nothing still busy."""
+
+    def send_interrupt(self, interrupt):
+        match = _RUN_TOKEN.search(self.result_kwargs.get("command", ""))
+        if match:
+            command = self.result_kwargs["command"]
+            _stop_run(self.context.client, match.group(1), sudo="sudo -n env LABKIT_RUN" in command, timeout=5)
+        self.channel.close()
+        raise interrupt
 
 
 @dataclass
@@ -116,13 +164,21 @@ class _LineSink(io.StringIO):
 
 
 class Remote:
-    """One SSH connection to a lab machine, reused for every command of a run."""
+    """One SSH connection to a lab machine, reused for every command of a run.
 
-    def __init__(self, target: SSHTarget, connect_timeout: float = 10, command_timeout: float = 300):
+    After a lost connection, `restore` logs in again up to `reconnect_attempts` times, waiting
+    `reconnect_backoff` seconds before the first attempt and twice as long before each next one.
+    """
+
+    def __init__(self, target: SSHTarget, connect_timeout: float = 10, command_timeout: float = 300,
+                 reconnect_attempts: int = 3, reconnect_backoff: float = 1.0):
         self.target = target
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
+        self.reconnect_attempts = reconnect_attempts
+        self.reconnect_backoff = reconnect_backoff
         self._connection: Connection | None = None
+        self._orphan = ""  # the token of a run whose connection broke: `restore` ends what is left of it
 
     def _open(self) -> Connection:
         target = self.target
@@ -131,7 +187,8 @@ class Remote:
             check_key_file(Path(target.key_path))
             connect_kwargs.update(key_filename=str(target.key_path), look_for_keys=False, allow_agent=False)
         connection = Connection(target.host, user=target.user, port=target.port,
-                                connect_timeout=self.connect_timeout, connect_kwargs=connect_kwargs)
+                                connect_timeout=self.connect_timeout, connect_kwargs=connect_kwargs,
+                                config=Config(overrides={"runners": {"remote": _StoppableRunner}}))
         client = connection.client
         known_hosts = Path(target.known_hosts)
         if known_hosts.exists():
@@ -153,13 +210,16 @@ class Remote:
             if isinstance(error, paramiko.AuthenticationException):
                 raise TargetError(f"{target.address} refused the SSH login as {target.user} with key {target.key_path}.",
                                   "Check --key and the user in --host.") from None
-            raise TargetError(f"No SSH server answered at {target.address} ({error}).",
+            raise Unreachable(f"No SSH server answered at {target.address} ({error}).",
                               "Check the host and port; is the machine booted?") from None
         except (socket.timeout, TimeoutError):
-            raise TargetError(f"Connecting to {target.address} timed out after {self.connect_timeout:g}s.",
+            raise Unreachable(f"Connecting to {target.address} timed out after {self.connect_timeout:g}s.",
                               "Check the host and port, and that the machine is up (inv vm.status).") from None
         except OSError as error:
-            raise TargetError(f"Cannot connect to {target.address}: {error.strerror or error}.",
+            # paramiko wraps the refusals of every address it tried; each says the same in its strerror.
+            reasons = getattr(error, "errors", {}).values()
+            reason = next((cause.strerror for cause in reasons if cause.strerror), "") or error.strerror or error
+            raise Unreachable(f"Cannot connect to {target.address}: {reason}.",
                               "Check the host and port, and that the machine is up (inv vm.status).") from None
         return connection
 
@@ -174,6 +234,34 @@ class Remote:
         self.close()
         self._connection = self._open()
 
+    def restore(self, on_wait: Callable[[int, float], None]) -> None:
+        """Log in again after a lost connection, with bounded attempts and a doubling wait between them.
+
+        `on_wait(attempt, seconds)` is told before each wait. Only failures that may pass (nothing
+        answers yet) are retried: a refused login or a changed host key ends it at once.
+        """
+        self.close()
+        delay, waited, last = self.reconnect_backoff, 0.0, "target.reconnect_attempts is 0"
+        for attempt in range(1, self.reconnect_attempts + 1):
+            on_wait(attempt, delay)
+            time.sleep(delay)
+            waited += delay
+            try:
+                self._connection = self._open()
+            except Unreachable as error:
+                last = error.message
+                delay *= 2
+                continue
+            if self._orphan:
+                _stop_run(self._connection.client, self._orphan, sudo=self.target.user != "root",
+                          timeout=self.connect_timeout)
+                self._orphan = ""
+            return
+        raise TargetError(
+            f"The SSH connection to {self.target.name} was lost and {self.reconnect_attempts} attempts to log in "
+            f"again over {waited:g}s failed; the last: {last}",
+            "Check that the machine is up (inv vm.status) and run the lab again: steps already done are skipped.")
+
     def run(self, script: str, *, stdin: str | None = None, root: bool = True, timeout: float | None = None,
             on_line: Callable[[str], None] | None = None) -> CommandResult:
         """Run `script` with sh on the target (as root through sudo when the login user is not root).
@@ -182,39 +270,53 @@ class Remote:
         through a pipe on the target rather than the SSH channel, so a command that exits before
         reading all of it simply does not read it.
         """
-        command = self._command(script, root)
+        token = os.urandom(8).hex()
+        command = self._command(script, root, token)
         if stdin is not None:
             command = f"printf %s {shlex.quote(stdin)} | {command}"
         sinks = [_LineSink(on_line) if on_line else io.StringIO() for _ in range(2)]
         started = time.monotonic()
+        connection = self.connection
         try:
-            result = self.connection.run(
+            result = connection.run(
                 command, warn=True, hide=False, pty=False, timeout=timeout or self.command_timeout,
                 in_stream=False,
                 out_stream=sinks[0], err_stream=sinks[1])
         except CommandTimedOut:
-            raise self._timed_out(timeout) from None
+            raise self._timed_out(connection, token, timeout) from None
         except (paramiko.SSHException, EOFError, OSError) as error:
-            self._connection = None
-            raise TargetError(f"The SSH connection to {self.target.name} was lost ({error}).",
-                              "Check that the machine is still up (inv vm.status) and run the lab again.") from None
+            raise self._lost(error, token) from None
         # invoke tells a timeout by its timer thread having ended; on a loaded machine the channel that
         # timer closed can be seen first, and then the command "ends" with no exit status (-1).
-        if result.exited == -1 and time.monotonic() - started >= (timeout or self.command_timeout):
-            raise self._timed_out(timeout)
+        if result.exited == -1:
+            if time.monotonic() - started >= (timeout or self.command_timeout):
+                raise self._timed_out(connection, token, timeout)
+            if not connection.is_connected:
+                raise self._lost(EOFError("the session ended without an exit status"), token)
         for sink in sinks:
             if isinstance(sink, _LineSink):
                 sink.finish()
         return CommandResult(result.exited, result.stdout, result.stderr, time.monotonic() - started)
 
-    def _timed_out(self, timeout: float | None) -> TargetError:
+    def _lost(self, error: BaseException, token: str = "") -> ConnectionLost:
+        self._connection = None
+        self._orphan = token
+        return ConnectionLost(f"The SSH connection to {self.target.name} was lost ({error or type(error).__name__}).",
+                              "Check that the machine is still up (inv vm.status) and run the lab again.")
+
+    def _timed_out(self, connection: Connection, token: str, timeout: float | None) -> TargetError:
+        """The command overran: end its processes on the target, so nothing of it goes on unseen."""
+        _stop_run(connection.client, token, sudo=self.target.user != "root", timeout=self.connect_timeout)
         return TargetError(f"A command on {self.target.name} did not finish within {timeout or self.command_timeout:g}s.",
                            "The machine may be overloaded or the command waits for input; try again, or raise "
                            "target.command_timeout (target.check_timeout for --inventory).")
 
-    def _command(self, script: str, root: bool) -> str:
+    def _command(self, script: str, root: bool, token: str = "") -> str:
         command = f"sh -c {shlex.quote(script)}"
-        return f"sudo -n {command}" if root and self.target.user != "root" else command
+        sudo = root and self.target.user != "root"
+        if token:
+            command = f"{'env ' if sudo else ''}LABKIT_RUN={token} {command}"
+        return f"sudo -n {command}" if sudo else command
 
     def interactive(self, script: str, *, root: bool = True) -> int:
         """Run `script` on a pty sized like this terminal and hand the terminal to it until it exits.
@@ -233,16 +335,30 @@ class Remote:
             finally:
                 channel.close()
         except (paramiko.SSHException, EOFError, OSError) as error:
-            self._connection = None
-            raise TargetError(f"The SSH connection to {self.target.name} was lost ({error}).",
-                              "Check that the machine is still up (inv vm.status) and run the lab again.") from None
+            raise self._lost(error) from None
 
     def put(self, data: bytes, path: str, mode: int = 0o644) -> None:
-        """Write `data` to `path` on the target over SFTP, as the login user."""
-        sftp = self.connection.sftp()
-        with sftp.open(path, "wb") as remote_file:
-            remote_file.write(data)
-        sftp.chmod(path, mode)
+        """Write `data` to `path` on the target over SFTP, as the login user; a partial file is removed."""
+        connection = self.connection
+        try:
+            sftp = connection.sftp()
+        except (paramiko.SSHException, EOFError, OSError) as error:
+            raise self._lost(error) from None
+        try:
+            with sftp.open(path, "wb") as remote_file:
+                remote_file.write(data)
+            sftp.chmod(path, mode)
+        except OSError as error:
+            if not connection.is_connected:
+                raise self._lost(error) from None
+            self.run(f"rm -f {shlex.quote(path)}", root=False)
+            free = self.run(f"df -Pk {shlex.quote(path.rsplit('/', 1)[0] or '/')} | awk 'NR == 2 {{ print $4 }}'",
+                            root=False).stdout.strip()
+            if free.isdigit() and int(free) * 1024 < len(data):
+                raise DiskFull(f"The disk of {self.target.name} is full: {len(data)} bytes do not fit in "
+                               f"{path.rsplit('/', 1)[0] or '/'} ({free} KiB free).", DISK_FULL_HINT) from None
+            raise TargetError(f"Could not write {path} on {self.target.name} ({error}).",
+                              "Check the free space and permissions there (df -h; ls -ld).") from None
 
     def close(self) -> None:
         if self._connection is not None:

@@ -3,6 +3,10 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+# Written into every VM a provider creates (qemu: at boot, from the seed disk; bakerx: after `run`).
+# A machine without it was not made by labkit, and destructive demonstrations refuse it.
+LAB_VM_MARKER = "/etc/labkit-vm"
+
 
 @dataclass(frozen=True)
 class SSHTarget:

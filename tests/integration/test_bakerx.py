@@ -172,9 +172,12 @@ def test_docker0_is_a_vagrant_box_reached_as_vagrant_with_sudo(qemu_settings, tm
         path = tmp_path / "ssh_config"
         path.write_text(labkit(env, "vm.ssh-config", "--provider", "bakerx").stdout)
         assert f'IdentityFile "{home}/.bakerx/insecure_private_key"' in path.read_text()
-        login = subprocess.run(["ssh", "-F", str(path), "-o", "BatchMode=yes", "docker0", "id -un; sudo -n id -u"],
+        login = subprocess.run(["ssh", "-F", str(path), "-o", "BatchMode=yes", "docker0",
+                                "id -un; sudo -n id -u; cat /etc/labkit-vm"],
                                capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
-        assert (login.returncode, login.stdout.split()) == (0, ["vagrant", "0"]), login.stderr
+        # The stand-in's new VMs have no lab-VM marker, as bakerx's own don't: labkit wrote it.
+        assert (login.returncode, login.stdout.split()) == (0, ["vagrant", "0", "docker0"]), login.stderr
+        assert "Marking docker0 as a lab VM (/etc/labkit-vm)" in up.stdout
         assert labkit(env, "vm.destroy", "docker0", "--provider", "bakerx").returncode == 0
     finally:
         cleanup(home)

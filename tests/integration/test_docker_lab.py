@@ -161,6 +161,29 @@ def test_isolation_refuses_a_machine_labkit_did_not_make(solved, env, offline, r
     assert created.strip() == "0"
 
 
+def test_isolation_on_a_host_reached_over_ssh_needs_the_explicit_flag(solved, docker0, env, offline, remote):
+    """A machine reached with --provider ssh was not provisioned by labkit: without the marker the
+    destructive step refuses it, and --allow-destructive lets it run for that one run."""
+    _, target = docker0
+    over_ssh = ["--provider", "ssh", "--host", f"vagrant@127.0.0.1:{target.port}", "--key", str(target.key_path)]
+    sh(remote, "mv /etc/labkit-vm /etc/labkit-vm.keep")
+    started = sh(remote, "date +%s").strip()
+    try:
+        refused = labkit(env, offline, "lab.docker", "--only", "isolation", "--force", *over_ssh)
+        created = sh(remote, f"docker events --since {started} --until $(date +%s) --filter event=create | wc -l")
+        allowed = labkit(env, offline, "lab.docker", "--only", "isolation", "--force", "--allow-destructive", *over_ssh)
+        again = labkit(env, offline, "lab.docker", "--only", "isolation", "--force", *over_ssh)
+    finally:
+        sh(remote, "mv /etc/labkit-vm.keep /etc/labkit-vm")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"vagrant@127.0.0.1:{target.port} is not a lab VM made by labkit" in refused.stdout
+    assert created.strip() == "0"
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "rm -rf --no-preserve-root /" in allowed.stdout and "check isolation.fresh: pass" in allowed.stdout
+    # The flag was for that run only.
+    assert again.returncode == 1 and "is not a lab VM made by labkit" in again.stdout
+
+
 def test_preload_loads_images_on_a_machine_without_them(solved, env, offline, remote):
     sh(remote, f"docker rmi {BASE}")
     result = labkit(env, offline, "lab.docker", "--only", "pull")
