@@ -231,10 +231,7 @@ def write_container_script(ctx: StepContext) -> None:
         "/bin/ash" if ctx.read("[ -x /bin/ash ]").ok else "/bin/sh")
     text = render("container.sh.j2", container_sh_values(ctx.settings, shebang), "chroot.container_sh")
     ctx.reporter.command(ctx.step, f"cat > container.sh    # rendered from templates/container.sh.j2, #!{shebang}")
-    upload = ctx.upload(text.encode())
-    # A student's own, different container.sh is kept as container.sh.bak rather than lost.
-    ctx.sh(f'if [ -f "$SCRIPT" ] && ! cmp -s {upload} "$SCRIPT"; then cp -p "$SCRIPT" "$SCRIPT.bak"; fi\n'
-           f'mv -f {upload} "$SCRIPT" && chmod 755 "$SCRIPT"', show="chmod +x container.sh")
+    ctx.install_file(text.encode(), '"$SCRIPT"', mode=0o755, show="chmod +x container.sh")
     for line in text.splitlines():
         ctx.say(line)
 

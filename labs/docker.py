@@ -142,10 +142,9 @@ def install_docker(ctx: StepContext) -> None:
         raise StepFailed(f"Unknown docker.install_method '{ctx.settings['install_method']}'.", "Use script or package.")
     config = _daemon_config(ctx.settings)
     if config:
-        upload = ctx.upload((json.dumps(config, indent=2) + "\n").encode(), 0o644)
-        ctx.sh(f"mkdir -p /etc/docker && {{ [ ! -f /etc/docker/daemon.json ] || cmp -s {upload} /etc/docker/daemon.json "
-               f"|| cp /etc/docker/daemon.json /etc/docker/daemon.json.bak; }} && mv -f {upload} /etc/docker/daemon.json",
-               show=f"echo '{json.dumps(config)}' | sudo tee /etc/docker/daemon.json")
+        ctx.sh("mkdir -p /etc/docker", show="")
+        ctx.install_file((json.dumps(config, indent=2) + "\n").encode(), "/etc/docker/daemon.json", mode=0o644,
+                         show=f"echo '{json.dumps(config)}' | sudo tee /etc/docker/daemon.json")
     ctx.sh(RESTART_DOCKER if config else "docker version >/dev/null 2>&1 || {\n" + RESTART_DOCKER + "}",
            show="sudo systemctl restart docker    # or however this machine restarts services" if config else "",
            timeout=300,
@@ -285,10 +284,8 @@ ISOLATION_CHECK = Check(
 def write_dockerfile(ctx: StepContext) -> None:
     text = render("Dockerfile.j2", dockerfile_values(ctx.settings), "docker.dockerfile")
     ctx.reporter.command(ctx.step, "cat > Dockerfile    # rendered from templates/Dockerfile.j2")
-    upload = ctx.upload(text.encode(), 0o644)
-    # The file belongs to the student, as if they had written it; a different one is kept as Dockerfile.bak.
-    ctx.sh(f'if [ -f "$DOCKERFILE" ] && ! cmp -s {upload} "$DOCKERFILE"; then cp -p "$DOCKERFILE" "$DOCKERFILE.bak"; fi\n'
-           f'mv -f {upload} "$DOCKERFILE" && chown "$LOGIN_USER:" "$DOCKERFILE"', show="")
+    # The file belongs to the student, as if they had written it.
+    ctx.install_file(text.encode(), '"$DOCKERFILE"', mode=0o644, show="", then='chown "$LOGIN_USER:" "$DOCKERFILE"')
     for line in text.splitlines():
         ctx.say(line)
 

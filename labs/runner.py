@@ -64,6 +64,15 @@ class StepContext:
         self.remote.put(data, path, mode)
         return path
 
+    def install_file(self, data: bytes, dest: str, *, mode: int, show: str, then: str = "") -> None:
+        """Put `data` at `dest` (a shell word, such as "$SCRIPT") with `mode`, through an upload.
+
+        A different file already there is the student's or the machine's own: it is kept as
+        `dest`.bak rather than lost. `then` runs afterwards (a chown, say)."""
+        upload = self.upload(data, mode)
+        self.sh(f"if [ -f {dest} ] && ! cmp -s {upload} {dest}; then cp -p {dest} {dest}.bak; fi\n"
+                f"mv -f {upload} {dest}" + (f" && {then}" if then else ""), show=show)
+
     def say(self, text: str) -> None:
         """A line of narration between commands."""
         self.reporter.output(self.step, text)

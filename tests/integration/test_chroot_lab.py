@@ -172,6 +172,21 @@ def test_check_exit_status_and_failing_ids_from_the_cli(solved, con0, env, remot
     assert "container-script.executable" in result.stdout and "chmod +x container.sh" in result.stdout
 
 
+def test_a_students_own_container_sh_is_kept_as_bak_when_the_lab_writes_its_own(solved, env, remote):
+    own = "#!/bin/sh\necho my own container\n"
+    remote.put(own.encode(), "/root/container.sh", 0o700)
+    sh(remote, "rm -f /root/container.sh.bak")
+    # Its checks pass (the lab leaves a working container.sh alone), so --force makes the step write.
+    result = labkit(env, "lab.chroot", "--only", "container-script", "--force", "--busybox", HOST_BUSYBOX)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sh(remote, "cat /root/container.sh.bak; stat -c %a /root/container.sh") == own + "755\n"
+    # Writing the same file again keeps nothing: there is nothing of the student's to keep.
+    sh(remote, "rm /root/container.sh.bak")
+    again = labkit(env, "lab.chroot", "--only", "container-script", "--force", "--busybox", HOST_BUSYBOX)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sh(remote, "ls /root/container.sh.bak 2>&1 || true").endswith("No such file or directory\n")
+
+
 def test_only_and_from_select_steps(solved, env):
     result = labkit(env, "lab.chroot", "--only", "symlinks")
     assert result.returncode == 0 and "[symlinks]" in result.stdout and "[rootfs]" not in result.stdout

@@ -25,3 +25,15 @@ def test_a_timeout_is_reported_even_when_invokes_timer_is_slow_to_end(sshd, tmp_
         remote.run("sleep 30")
     assert raised.value.message == f"A command on {remote.target.name} did not finish within 1s."
     remote.close()
+
+
+def test_a_command_over_its_timeout_is_ended_on_the_target(sshd, tmp_path):
+    """A timed-out command does not go on unseen: its processes on the target are stopped."""
+    finished = tmp_path / "finished"
+    remote = Remote(ssh_target(f"{sshd.user}@127.0.0.1:{sshd.port}", str(sshd.client_key), tmp_path / "state"),
+                    command_timeout=1)
+    with pytest.raises(TargetError):
+        remote.run(f"sleep 3; touch {finished}")
+    remote.close()
+    time.sleep(4)
+    assert not finished.exists()
