@@ -65,6 +65,9 @@ class CuttableProxy:
 
     def close(self) -> None:
         # A bare close() would leave the port listening while the accept thread still holds it.
-        self._listener.shutdown(socket.SHUT_RDWR)
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:  # closed already
+            pass
         self._listener.close()
         self.cut()

@@ -14,7 +14,8 @@ from labs.model import Check, Lab, Step
 from labs.providers.ssh import Remote, parse_host, ssh_target
 from labs.reporting import SilentReporter
 from labs.runner import Runner
-from tests.sshd import keygen
+from tests.proxy import CuttableProxy
+from tests.sshd import keygen, start_sshd
 
 
 def target_for(sshd, tmp_path, workdir="", key=None):
@@ -181,3 +182,35 @@ def test_check_of_a_missing_workdir_says_so(sshd, tmp_path):
     report = Runner(toy_lab([]), remote, SilentReporter(), {}).check()
     assert report.checks[0].status == "fail"
     assert "does not exist" in report.checks[0].message
+
+
+def test_logging_in_again_retries_an_absent_machine_but_not_a_changed_host_key(sshd, tmp_path):
+    """After a lost connection, `restore` waits and retries while nothing answers; a different
+    machine behind the same address (a new host key) ends it at the first answer."""
+    impostor = start_sshd(tmp_path / "impostor", client_key=sshd.client_key, user=sshd.user)
+    proxy = CuttableProxy(sshd.port)
+    remote = Remote(ssh_target(f"{sshd.user}@127.0.0.1:{proxy.port}", str(sshd.client_key), tmp_path / "state"),
+                    reconnect_attempts=3, reconnect_backoff=0.1)
+    waits = []
+    try:
+        assert remote.run("true").ok
+        proxy.cut()
+        remote.restore(lambda attempt, delay: waits.append(delay))
+        assert remote.run("echo back").stdout == "back\n" and waits == [0.1]
+
+        proxy.target_port = impostor.port
+        proxy.cut()
+        waits.clear()
+        with pytest.raises(TargetError, match="is not the one pinned"):
+            remote.restore(lambda attempt, delay: waits.append(delay))
+        assert waits == [0.1]
+
+        proxy.close()
+        waits.clear()
+        with pytest.raises(TargetError, match=r"3 attempts to log in again over 0\.7s failed; .*Connection refused"):
+            remote.restore(lambda attempt, delay: waits.append(delay))
+        assert waits == [0.1, 0.2, 0.4]
+    finally:
+        remote.close()
+        proxy.close()
+        impostor.stop()
