@@ -7,15 +7,14 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from tests import cli
 from tests.sshd import free_port, keygen, start_sshd
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +48,7 @@ def world(tmp_path_factory):
 def run(world, *args, env=None, config: str | None = None):
     environment = dict(os.environ, INVOKE_VM_STATE_DIR=str(world["base"] / "state"), INVOKE_TARGET_CONNECT_TIMEOUT="2",
                        COLUMNS="120", **(env or {}))
-    command = [sys.executable, "-m", "invoke", "--search-root", str(REPO)]
+    command = cli.inv()
     if config:
         path = world["base"] / "config.yaml"
         path.write_text(config)

@@ -15,7 +15,6 @@ import os
 import pty
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,19 +22,18 @@ import paramiko
 import pytest
 
 from labs.providers.qemu import QemuProvider
+from tests import cli
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
-STANDIN = REPO / "tests" / "bakerx_standin"
+STANDIN = cli.REPO / "tests" / "bakerx_standin"
 HOST_BUSYBOX = "/bin/busybox"
 VERSIONS = ["0.6.3", "0.6.12", "0.7.0", "0.9.0"]
 STEP_IDS = ["rootfs", "busybox", "symlinks", "chroot-shell", "container-script", "overlay", "proc"]
 
 
 def labkit(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-                          capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+    return cli.labkit(env, *args, timeout=timeout)
 
 
 def bakerx(env: dict, *args: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,6 @@ import http.server
 import json
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -22,13 +21,13 @@ import pytest
 from labs import chroot
 from labs.cli import DEFAULTS
 from labs.providers.ssh import Remote
+from tests import cli
 from tests.remote import sh
 from labs.reporting import SilentReporter
 from labs.runner import Runner
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
 HOST_BUSYBOX = "/bin/busybox"
 STEP_IDS = ["rootfs", "busybox", "symlinks", "chroot-shell", "container-script", "overlay", "proc"]
 
@@ -44,8 +43,7 @@ cut -d' ' -f1-4 /proc/mounts | sort
 
 
 def labkit(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-                          capture_output=True, text=True, env=env, timeout=900, stdin=subprocess.DEVNULL)
+    return cli.labkit(env, *args, timeout=900)
 
 
 @pytest.fixture(scope="module")

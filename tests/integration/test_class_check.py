@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import pytest
 from labs.chroot import container_sh_values
 from labs.cli import DEFAULTS
 from labs.templates import render
+from tests import cli
 from tests.sshd import free_port, keygen, start_sshd
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def prepare(home: Path, state: str) -> None:
@@ -64,9 +63,8 @@ def classroom(tmp_path_factory):
 
 def run_check(base: Path, inventory: Path, report: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, INVOKE_VM_STATE_DIR=str(base / "state"), COLUMNS="160")
-    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "check.chroot",
-                           "--inventory", str(inventory), "--parallel", "4", "--report", str(report)],
-                          capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
+    return cli.labkit(env, "check.chroot", "--inventory", str(inventory), "--parallel", "4", "--report", str(report),
+                      timeout=300)
 
 
 def test_class_check_reports_every_student(classroom):

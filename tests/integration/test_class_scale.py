@@ -14,17 +14,16 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import xml.etree.ElementTree as ElementTree
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests import cli
 from tests.sshd import free_port, keygen, start_sshd
 from tests.students import EXPECTED, STEPS, expected_steps, prepare, staged_busybox
 
-REPO = Path(__file__).resolve().parents[2]
 PER_STATE = {state: 3 for state in EXPECTED} | {"solved": 16}
 MARKS = {"pass": "✓", "fail": "✗", "error": "!", "skip": "–"}
 FORMATS = ("json", "xml", "csv")
@@ -105,8 +104,7 @@ def classroom(tmp_path_factory):
 def check_class(inventory: Path, state: Path, report: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, INVOKE_VM_STATE_DIR=str(state), COLUMNS="250",
                INVOKE_TARGET_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT), INVOKE_TARGET_CHECK_TIMEOUT=str(CHECK_TIMEOUT))
-    return subprocess.Popen([sys.executable, "-m", "invoke", "--search-root", str(REPO), "check.chroot",
-                             "--inventory", str(inventory), "--report", str(report), *extra],
+    return subprocess.Popen(cli.inv("check.chroot", "--inventory", str(inventory), "--report", str(report), *extra),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                             env=env)
 

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests import cli
 from tests.remote import sh
 from tests.terminal import COLUMNS, ROWS, Terminal
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def env(qemu_settings):
     """The CLI's environment: the test VM's state and image cache, on a 120-column xterm."""
@@ -33,7 +31,7 @@ VM = "con0"
 
 
 def labkit(env: dict, *args: str, stdin_devnull: bool = False) -> Terminal:
-    return Terminal([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args], env, stdin_devnull)
+    return Terminal(cli.inv(*args), env, stdin_devnull)
 
 
 def test_demo_narrates_pauses_and_hands_over_a_shell(con0, env, remote):

@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import yaml
 
 from labs import docker
 from labs.cli import DEFAULTS
+from tests import cli
 from tests.remote import sh
 from labs.reporting import SilentReporter
 from labs.runner import Runner
@@ -30,7 +30,6 @@ from tests.sshd import free_port
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
 STEP_IDS = ["install", "group", "hello-world", "pull", "images", "run-shell", "isolation", "dockerfile", "build", "run-mvn"]
 
 # Everything a docker check could leave behind: containers, images, the home and /tmp, the mounts.
@@ -59,8 +58,7 @@ def env(qemu_settings):
 
 
 def labkit(env: dict, offline: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), "-f", str(offline), *args],
-                          capture_output=True, text=True, env=env, timeout=1800, stdin=subprocess.DEVNULL)
+    return cli.labkit(env, "-f", str(offline), *args, timeout=1800)
 
 
 VM = "docker0"

@@ -11,24 +11,22 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import yaml
 
 from labs.providers.qemu import QemuProvider
 from labs.providers.ssh import Remote
+from tests import cli
 from tests.integration.conftest import progress
 from tests.proxy import CuttableProxy
 from tests.remote import sh
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
 MID_OVERLAY = "[overlay] | --- container 1"
 STEP_IDS = ["rootfs", "busybox", "symlinks", "chroot-shell", "container-script", "overlay", "proc"]
 BACKOFF = 0.5  # target.reconnect_backoff for these runs: waits of 0.5, 1 and 2 s
@@ -72,13 +70,8 @@ def env(qemu_settings, tmp_path_factory):
                 INVOKE_VM_CACHE_DIR=str(qemu_settings["cache_dir"]), COLUMNS="100", LABKIT_TEST_CONFIG=str(config))
 
 
-def command(env: dict, *args: str) -> list[str]:
-    return [sys.executable, "-m", "invoke", "--search-root", str(REPO), "-f", env["LABKIT_TEST_CONFIG"], *args]
-
-
 def labkit(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(command(env, *args), capture_output=True, text=True, env=env, timeout=600,
-                          stdin=subprocess.DEVNULL)
+    return cli.labkit(env, "-f", env["LABKIT_TEST_CONFIG"], *args, timeout=600)
 
 
 @dataclass
@@ -91,7 +84,7 @@ class Interrupted:
 
 def run_with_fault(env: dict, fault, *args: str, trigger: str = MID_OVERLAY, limit: float = 300) -> Interrupted:
     """Run `inv ARGS` and call `fault()` when its output shows `trigger`; the run is killed after `limit` s."""
-    process = subprocess.Popen(command(env, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen(cli.inv("-f", env["LABKIT_TEST_CONFIG"], *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env, stdin=subprocess.DEVNULL)
     watchdog = threading.Timer(limit, process.kill)
     watchdog.start()

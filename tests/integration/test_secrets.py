@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import cli
 from tests.sshd import free_port, keygen, start_sshd
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
 VM = "con0"
 
 
@@ -67,8 +65,7 @@ def runs(con0, qemu_settings, tmp_path_factory):
     outputs = []
     try:
         for task in tasks:
-            result = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *task],
-                                    capture_output=True, text=True, env=env, timeout=600, stdin=subprocess.DEVNULL)
+            result = cli.labkit(env, *task, timeout=600)
             outputs.append((" ".join(task), result.returncode, result.stdout + result.stderr))
     finally:
         server.stop()
