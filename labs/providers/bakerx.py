@@ -342,14 +342,14 @@ class BakerxProvider:
         remote = Remote(self.target(vm))
         try:
             result = remote.run(f"printf '%s\\n' {shlex.quote(vm)} > {LAB_VM_MARKER}")
+            reason = "" if result.ok else result.stderr.strip() or f"exit status {result.exit_code}"
         except TargetError as error:
-            result, reason = None, error.message
+            reason = error.message
         finally:
             remote.close()
-        if result is None or not result.ok:
+        if reason:
             self._delete_quietly(vm)
-            raise TargetError(f"Could not write {LAB_VM_MARKER} in the new VM {vm}: "
-                              f"{reason if result is None else (result.stderr.strip() or result.exit_code)}.",
+            raise TargetError(f"Could not write {LAB_VM_MARKER} in the new VM {vm}: {reason}.",
                               f"The login user needs passwordless sudo; retry inv vm.up {vm}.")
 
     def target(self, vm: str) -> SSHTarget:

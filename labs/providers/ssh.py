@@ -78,8 +78,7 @@ class _StoppableRunner(FabricRemoteRunner):
     def send_interrupt(self, interrupt):
         match = _RUN_TOKEN.search(self.result_kwargs.get("command", ""))
         if match:
-            command = self.result_kwargs["command"]
-            _stop_run(self.context.client, match.group(1), sudo="sudo -n env LABKIT_RUN" in command, timeout=5)
+            _stop_run(self.context.client, match.group(1), sudo=self.context.user != "root", timeout=5)
         self.channel.close()
         raise interrupt
 
