@@ -305,7 +305,7 @@ def lab_list(c):
 
 CHECK_HELP = {
     **TARGET_HELP,
-    "report": "Write a report: PATH ending in .json, .xml (JUnit) or .csv (class runs).",
+    "report": "Write a report: PATH ending in .json, .xml (JUnit), .csv (class runs) or .html (the class page).",
     "workdir": "Directory holding the student's rootfs and container.sh (default: the login user's home).",
     "inventory": "YAML file listing a class's machines (defaults: and hosts:); checks them all.",
     "parallel": "How many machines of --inventory to check at once (default: target.parallel).",

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from .classpage import class_html
 from .errors import UsageError
 from .model import ERROR, FAIL, SKIP, LabReport
 
@@ -156,7 +157,7 @@ def grade_csv(results: list[LabReport | HostFailure]) -> str:
     return buffer.getvalue()
 
 
-FORMATS = (".json", ".xml", ".csv")
+FORMATS = (".json", ".xml", ".csv", ".html")
 
 
 def report_format(path: str | Path) -> str:
@@ -164,7 +165,7 @@ def report_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise UsageError(f"Unknown report format for '{path}'.",
-                         "Use a path ending in .json, .xml (JUnit) or .csv.")
+                         "Use a path ending in .json, .xml (JUnit), .csv or .html (the class page).")
     return suffix
 
 
@@ -185,6 +186,8 @@ def write_report(path: str | Path, lab: str, results: list[LabReport | HostFailu
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     elif suffix == ".xml":
         text = junit_xml(lab, results)
+    elif suffix == ".html":
+        text = class_html(lab, results)
     else:
         text = grade_csv(results)
     try:

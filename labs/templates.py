@@ -59,14 +59,14 @@ def _integer(value) -> int:
         raise UsageError(f"'{value}' is not a whole number.", "Set a number in the configuration.") from None
 
 
-def _environment() -> jinja2.Environment:
+def _environment(autoescape: bool = False) -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resource("templates"))),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,
+        autoescape=autoescape,
     )
     environment.filters["sh"] = lambda value: shlex.quote(str(value))
     environment.filters["int"] = _integer
@@ -74,6 +74,12 @@ def _environment() -> jinja2.Environment:
     environment.filters["docker_word"] = _docker_word
     environment.filters["instruction"] = _instruction
     return environment
+
+
+def render_html(name: str, values: dict) -> str:
+    """Render the HTML page templates/`name` with every value HTML-escaped (autoescape), since
+    values such as a student's program output are untrusted; StrictUndefined as for the others."""
+    return _environment(autoescape=True).get_template(name).render(**values)
 
 
 def render(name: str, values: dict, config_section: str) -> str:

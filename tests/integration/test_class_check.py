@@ -15,11 +15,13 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.common.by import By
 
 from labs.chroot import container_sh_values
 from labs.cli import DEFAULTS
 from labs.templates import render
 from tests import cli
+from tests.browser import chromium, open_page, script_errors
 from tests.sshd import free_port, keygen, start_sshd
 
 
@@ -101,3 +103,31 @@ def test_junit_and_csv_agree_with_json(classroom):
     if report:
         ada = next(h for h in report["hosts"] if h["host"] == "ada")
         assert int(rows["ada"]["passed"]) == ada["summary"]["passed"]
+
+
+def test_class_page_of_a_real_class_run_in_chromium(classroom):
+    """`--report class.html` over the loopback class, opened in headless Chromium; its screenshot
+    (saved as class-page.png in the test's directory) is the one of docs/class-page.md."""
+    base, inventory = classroom
+    result = run_check(base, inventory, base / "class.html")
+    assert result.returncode == 1, result.stdout + result.stderr
+    with chromium(width=1200, height=760) as session:
+        open_page(session, base / "class.html")
+        assert script_errors(session) == []
+        rows = session.find_elements(By.CSS_SELECTOR, "#grid tbody tr")
+        assert [row.get_attribute("data-name") for row in rows] == ["ada", "bob", "cy"]
+        apart = [item.get_attribute("data-name") for item in session.find_elements(By.CSS_SELECTOR, "ul.failures li")]
+        assert apart == ["dead", "wrongkey"]
+        stuck = {cell.get_attribute("data-step"): cell.text
+                 for cell in session.find_elements(By.CSS_SELECTOR, "tr.stuck-counts td[data-step]")}
+        assert stuck["busybox"] == "1" and stuck["container-script"] == "1" and stuck["rootfs"] == "0"
+        cell = session.find_element(By.CSS_SELECTOR, "tr[data-name='cy'] td[data-step='container-script']")
+        assert "fail" in cell.get_attribute("class").split()
+        cell.find_element(By.TAG_NAME, "summary").click()
+        panel = cell.find_element(By.CSS_SELECTOR, ".panel")
+        assert panel.is_displayed() and "container-script.executable" in panel.text
+        session.find_element(By.CSS_SELECTOR, "button[data-sort='progress']").click()
+        assert [row.get_attribute("data-name") for row in session.find_elements(By.CSS_SELECTOR, "#grid tbody tr")] == \
+            ["bob", "cy", "ada"]
+        assert script_errors(session) == []
+        session.save_screenshot(str(base / "class-page.png"))

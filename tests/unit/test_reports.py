@@ -161,5 +161,5 @@ def test_unknown_suffix_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError) as raised:
         write_report(tmp_path / "out" / "x.txt", "chroot", [alice()])
     assert raised.value.message == f"Unknown report format for '{tmp_path / 'out' / 'x.txt'}'."
-    assert raised.value.hint == "Use a path ending in .json, .xml (JUnit) or .csv."
+    assert raised.value.hint == "Use a path ending in .json, .xml (JUnit), .csv or .html (the class page)."
     assert not (tmp_path / "out").exists()
