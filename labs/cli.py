@@ -26,10 +26,11 @@ from .providers import resolve, ssh_config, vm_provider
 from .providers.bakerx import DEFAULTS as BAKERX_DEFAULTS
 from .providers.qemu import DEFAULTS as VM_DEFAULTS
 from .providers.ssh import Remote
-from .reporters import ClassProgress, class_table, make_reporter
+from .reporters import ClassProgress, WatchView, class_table, make_reporter
 from .reports import report_format, write_report
 from .runner import Runner
 from .templates import render
+from .watch import ClassWatch, watch_rounds
 
 LABS = {"chroot": chroot_lab.LAB, "docker": docker_lab.LAB}
 
@@ -42,6 +43,7 @@ DEFAULTS = {
         "parallel": 32,
         "reconnect_attempts": 3,
         "reconnect_backoff": 1.0,
+        "stuck_after": 600,
     },
     "vm": VM_DEFAULTS,
     "bakerx": BAKERX_DEFAULTS,
@@ -190,33 +192,65 @@ def _run_lab(c, lab_name, *, provider, vm, host, key, start, only, force, demo, 
     _finish(result, report, lab_name)
 
 
-def _check_class(c, lab_name, inventory, parallel, report):
-    """Check every student of the inventory; exit 1 when one fails, 3 when no host could be reached."""
+def _class_setup(c, lab_name, inventory, parallel, report):
+    """What a class check needs, refusing bad usage before any machine is checked."""
     if parallel < 0:
         raise UsageError(f"--parallel {parallel} is not a number of machines.",
                          "Give 1 or more, or leave it out for target.parallel.")
     if report:
         report_format(report)
-    lab = LABS[lab_name]
     students = load_inventory(inventory)
-    console = _console()
-    settings = _lab_settings(c.config, lab_name, {})
-    parallel = parallel or c.config.target.parallel
-    with ClassProgress(console, lab, [student.name for student in students], parallel) as progress:
-        results = check_class(lab, students, settings, parallel=parallel, state_dir=state_dir(c.config),
-                              connect_timeout=c.config.target.connect_timeout,
-                              check_timeout=c.config.target.check_timeout,
-                              reconnect_attempts=c.config.target.reconnect_attempts,
-                              reconnect_backoff=c.config.target.reconnect_backoff,
-                              on_status=lambda student, phase: progress.status(student.name, phase),
-                              on_result=lambda student, result: progress.finished(student.name, result))
+    return LABS[lab_name], students, _lab_settings(c.config, lab_name, {}), parallel or c.config.target.parallel
+
+
+def _check_round(c, lab, students, settings, parallel, **callbacks):
+    return check_class(lab, students, settings, parallel=parallel, state_dir=state_dir(c.config),
+                       connect_timeout=c.config.target.connect_timeout,
+                       check_timeout=c.config.target.check_timeout,
+                       reconnect_attempts=c.config.target.reconnect_attempts,
+                       reconnect_backoff=c.config.target.reconnect_backoff, **callbacks)
+
+
+def _class_outcome(console, lab, results, report):
+    """The table, the report, and the exit status: 1 when one fails, 3 when no host could be reached."""
     console.print(class_table(lab, results, console.width))
     if report:
-        write_report(report, lab_name, results, whole_class=True)
+        write_report(report, lab.name, results, whole_class=True)
     if not any(isinstance(result, LabReport) or result.reached for result in results):
         raise Exit("Error: no machine of the inventory could be reached.", code=3)
     if not all(isinstance(result, LabReport) and result.ok for result in results):
         raise Exit(code=1)
+
+
+def _check_class(c, lab_name, inventory, parallel, report):
+    """Check every student of the inventory once."""
+    lab, students, settings, parallel = _class_setup(c, lab_name, inventory, parallel, report)
+    console = _console()
+    with ClassProgress(console, lab, [student.name for student in students], parallel) as progress:
+        results = _check_round(c, lab, students, settings, parallel,
+                               on_status=lambda student, phase: progress.status(student.name, phase),
+                               on_result=lambda student, result: progress.finished(student.name, result))
+    _class_outcome(console, lab, results, report)
+
+
+def _watch_class(c, lab_name, inventory, parallel, report, seconds):
+    """Check the class every `seconds` until Ctrl-C; then the last round's table, report and exit status."""
+    if seconds <= 0:
+        raise UsageError(f"--watch {seconds} is not a number of seconds.", "Give how often to check, e.g. --watch 30.")
+    if not inventory:
+        raise UsageError("--watch needs --inventory.", "Watch a class: --inventory class.yaml --watch 30.")
+    lab, students, settings, parallel = _class_setup(c, lab_name, inventory, parallel, report)
+    console = _console()
+    watch = ClassWatch(lab.step_ids, c.config.target.stuck_after)
+    with WatchView(console, lab, watch, seconds) as view:
+        try:
+            watch_rounds(lambda: _check_round(c, lab, students, settings, parallel), watch, seconds,
+                         view.round_finished)
+        except KeyboardInterrupt:
+            pass
+    if not watch.results:
+        raise Exit("Interrupted before the first round finished; no report written.", code=130)
+    _class_outcome(console, lab, watch.results, report)
 
 
 def _check_lab(c, lab_name, *, provider, vm, host, key, report, workdir):
@@ -309,15 +343,19 @@ CHECK_HELP = {
     "workdir": "Directory holding the student's rootfs and container.sh (default: the login user's home).",
     "inventory": "YAML file listing a class's machines (defaults: and hosts:); checks them all.",
     "parallel": "How many machines of --inventory to check at once (default: target.parallel).",
+    "watch": "With --inventory: check the class again every SECONDS, showing who is at which step and "
+             "for how long (stuck after target.stuck_after seconds); Ctrl-C ends it and writes --report.",
 }
 
 
 @task(help=CHECK_HELP)
 @user_errors
 def check_chroot(c, provider=None, vm=None, host=None, key=None, report=None, workdir=None, inventory=None,
-                 parallel=0):
+                 parallel=0, watch=0):
     """Check the student's chroot lab, read-only: which steps are done, which are wrong, and hints."""
-    if inventory:
+    if watch:
+        _watch_class(c, "chroot", inventory, parallel, report, watch)
+    elif inventory:
         _check_class(c, "chroot", inventory, parallel, report)
     else:
         _check_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, report=report, workdir=workdir)
@@ -326,9 +364,11 @@ def check_chroot(c, provider=None, vm=None, host=None, key=None, report=None, wo
 @task(help={**CHECK_HELP, "workdir": "Directory holding the student's Dockerfile (default: the login user's home)."})
 @user_errors
 def check_docker(c, provider=None, vm=None, host=None, key=None, report=None, workdir=None, inventory=None,
-                 parallel=0):
+                 parallel=0, watch=0):
     """Check the student's docker lab, read-only: daemon, group, images, Dockerfile, java11 and mvn."""
-    if inventory:
+    if watch:
+        _watch_class(c, "docker", inventory, parallel, report, watch)
+    elif inventory:
         _check_class(c, "docker", inventory, parallel, report)
     else:
         _check_lab(c, "docker", provider=provider, vm=vm, host=host, key=key, report=report, workdir=workdir)

@@ -25,6 +25,7 @@ from rich.text import Text
 from .model import ERROR, FAIL, PASS, SKIP, CheckResult, Lab, LabReport, Step, StepResult
 from .reporting import Reporter
 from .reports import HostFailure
+from .watch import Change, ClassWatch
 
 # How many command and output lines the live panel keeps on screen; the final panel shows them all.
 LIVE_TAIL = 15
@@ -555,3 +556,79 @@ def class_verdict(results: list[LabReport | HostFailure]) -> str:
     if len(failures) > unreachable:
         text += f", {len(failures) - unreachable} did not finish the checks"
     return text + "."
+
+
+# --- watching a class -----------------------------------------------------------------------------
+
+def watch_table(lab: Lab, watch: ClassWatch, interval: float, now: float | None = None) -> RenderableType:
+    """The room's view of a watched class: each student's step, how far along, how long since their
+    last progress; stuck students (no progress for target.stuck_after) highlighted."""
+    now = watch.clock() if now is None else now
+    total = len(watch.steps)
+    if watch.checking:
+        state = Text(f"checking round {watch.rounds + 1}…", style="cyan")
+    elif watch.next_round is not None:
+        state = Text(f"next round in {duration(max(0.0, watch.next_round - now), 0)}", style="dim")
+    else:
+        state = Text("")
+    standings = list(watch.standings.values())
+    stuck = sum(watch.stuck(standing, now) for standing in standings)
+    done = sum(standing.done and not standing.problem for standing in standings)
+    header = Table.grid(padding=(0, 2))
+    header.add_row(Text(f"Watching {lab.name}: {len(standings)} machines, every {duration(interval, 0)}", style="bold"),
+                   Text.assemble((f"✓ {done} done", "green"), "  ", (f"{stuck} stuck", "bold red" if stuck else "dim")),
+                   Text(f"round {watch.rounds}"), state)
+    table = Table(box=box.SIMPLE_HEAD, expand=True)
+    table.add_column("student", no_wrap=True, style="bold")
+    table.add_column("at step", no_wrap=True)
+    table.add_column("steps", no_wrap=True)
+    table.add_column("no progress for", justify="right", no_wrap=True)
+    table.add_column("note", ratio=1, no_wrap=True, overflow="ellipsis")
+    for standing in standings:
+        is_stuck = watch.stuck(standing, now)
+        if standing.at == "?":
+            at, bar = Text("—", style="dim"), Text("")
+        else:
+            at = Text("✓ done", style="green") if standing.done else Text(standing.at)
+            bar = Table.grid(padding=(0, 1))
+            bar.add_row(ProgressBar(total=total or 1, completed=standing.reached, width=14), f"{standing.reached}/{total}")
+        note = Text(standing.problem, style="red") if standing.problem else \
+            Text(f"stuck: over {duration(watch.stuck_after, 0)}", style="bold") if is_stuck else Text("")
+        table.add_row(Text(standing.name), at, bar, "" if standing.done or standing.at == "?" else duration(now - standing.since, 0),
+                      note, style="bold white on red" if is_stuck else None)
+    return Group(header, table)
+
+
+class WatchView:
+    """A watched class on the screen: full-screen and redrawn on a terminal; elsewhere (CI, a pipe)
+    one plain line per change, stamped with the time of day, and nothing when nothing changed."""
+
+    def __init__(self, console: Console, lab: Lab, watch: ClassWatch, interval: float):
+        self.console = console
+        self.lab = lab
+        self.watch = watch
+        self.interval = interval
+        self._live: Live | None = None
+
+    def __enter__(self) -> WatchView:
+        if self.console.is_terminal:
+            self._live = Live(get_renderable=lambda: watch_table(self.lab, self.watch, self.interval),
+                              console=self.console, screen=True, refresh_per_second=2)
+            self._live.start()
+        else:
+            self.console.print(f"Watching {self.lab.name} every {duration(self.interval, 0)}; Ctrl-C ends it.",
+                               soft_wrap=True)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def round_finished(self, changes: list[Change]) -> None:
+        if self._live is not None:
+            self._live.refresh()
+            return
+        stamp = time.strftime("%H:%M:%S")
+        for change in changes:
+            self.console.print(Text(f"{stamp} {change.text}"), soft_wrap=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from labs.chroot import container_sh_values
 from labs.cli import DEFAULTS
 from labs.templates import render
+from tests.sshd import Sshd, start_sshd
 
 HOST_BUSYBOX = Path("/bin/busybox")
 STEPS = ("rootfs", "busybox", "symlinks", "chroot-shell", "container-script", "overlay", "proc")
@@ -79,6 +80,25 @@ def prepare(home: Path, state: str, busybox: Path = HOST_BUSYBOX) -> None:
         assert "setpriv" in text
     script.write_text(text)
     script.chmod(0o644 if state == "script-not-executable" else 0o755)
+
+
+def serve_students(base: Path, client_key: Path, states: dict[str, str], lay_out=None) -> tuple[list[Sshd], list[str]]:
+    """Each student of `states` ({name: state}) on an sshd of their own that accepts `client_key`,
+    their work directory `base/NAME/home` laid out by `lay_out(home, state)` (default: `prepare`);
+    with the inventory's `hosts:` lines for them."""
+    servers, hosts = [], []
+    for name, state in states.items():
+        server = start_sshd(base / name / "sshd", client_key=client_key, user="root")
+        servers.append(server)
+        (lay_out or prepare)(base / name / "home", state)
+        hosts.append(f"  - {{name: {name}, host: 127.0.0.1, port: {server.port}, workdir: '{base / name / 'home'}'}}")
+    return servers, hosts
+
+
+def write_inventory(path: Path, client_key: Path, hosts: list[str]) -> Path:
+    """An inventory at `path` of the `hosts:` lines, logging in as root with `client_key`."""
+    path.write_text(f"defaults: {{user: root, key: '{client_key}'}}\nhosts:\n" + "\n".join(hosts) + "\n")
+    return path
 
 
 def staged_busybox(directory: Path) -> Path:

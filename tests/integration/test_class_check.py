@@ -23,6 +23,7 @@ from labs.templates import render
 from tests import cli
 from tests.browser import chromium, open_page, script_errors
 from tests.sshd import free_port, keygen, start_sshd
+from tests.students import serve_students, write_inventory
 
 
 
@@ -46,18 +47,13 @@ def prepare(home: Path, state: str) -> None:
 def classroom(tmp_path_factory):
     base = tmp_path_factory.mktemp("class")
     client_key = keygen(base / "teacher_key")
-    servers, hosts = [], []
-    for name, state in [("ada", "solved"), ("bob", "rootfs-only"), ("cy", "script-not-executable")]:
-        server = start_sshd(base / name / "sshd", client_key=client_key, user="root")
-        servers.append(server)
-        prepare(base / name / "home", state)
-        hosts.append(f"  - {{name: {name}, host: 127.0.0.1, port: {server.port}, workdir: '{base / name / 'home'}'}}")
+    servers, hosts = serve_students(base, client_key, {"ada": "solved", "bob": "rootfs-only",
+                                                       "cy": "script-not-executable"}, prepare)
     hosts.append(f"  - {{name: dead, host: 127.0.0.1, port: {free_port()}}}")
     # This student's machine only accepts a key of its own, not the teacher's.
     servers.append(start_sshd(base / "wrongkey" / "sshd", user="root"))
     hosts.append(f"  - {{name: wrongkey, host: 127.0.0.1, port: {servers[-1].port}}}")
-    inventory = base / "class.yaml"
-    inventory.write_text(f"defaults: {{user: root, key: '{client_key}'}}\nhosts:\n" + "\n".join(hosts) + "\n")
+    inventory = write_inventory(base / "class.yaml", client_key, hosts)
     yield base, inventory
     for server in servers:
         server.stop()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
 
 from labs.model import CheckResult, LabReport, StepResult
 from labs.reports import HostFailure, write_report
@@ -113,9 +114,10 @@ def test_a_cell_opens_its_checks_and_hostile_output_stays_text(page, tmp_path):
         # Shown as text, never run: no element came from it and the title is the page's own.
         assert session.find_elements(By.CSS_SELECTOR, "pre.evidence script, pre.evidence img") == []
         assert session.title == "chroot: class check"
-        # Opening another cell closes the first.
+        # Opening another cell closes the first (in the "toggle" event, which the browser fires a
+        # moment after the click: waited for, under a limit against a hang).
         session.find_element(By.CSS_SELECTOR, "tr[data-name='cy'] td[data-step='symlinks'] summary").click()
-        assert not panel.is_displayed()
+        WebDriverWait(session, 30).until(lambda _: not panel.is_displayed())
         assert script_errors(session) == []
         session.save_screenshot(str(tmp_path / "class-page.png"))
         assert (tmp_path / "class-page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

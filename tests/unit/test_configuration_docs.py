@@ -47,6 +47,8 @@ HOLDERS: dict[tuple[str, str, str], list[str]] = {
 HOLDER_NAME = re.compile(r"^(config|settings|\w+_settings)$")
 # Templates and the section their variables come from.
 TEMPLATE_SECTIONS = {"container.sh.j2": "chroot.container_sh", "Dockerfile.j2": "docker.dockerfile"}
+# Templates filled from a run's results, not from settings.
+REPORT_TEMPLATES = {"class-page.html.j2"}
 # Values the code reads from a settings dict that are not configuration keys, and where they come from.
 NOT_CONFIGURATION = {
     "chroot.state_dir": "added by labs.cli._lab_settings from vm.state_dir",
@@ -145,6 +147,8 @@ def template_reads() -> dict[str, list[str]]:
     environment = _environment()  # the labs' own, with their filters
     reads: dict[str, list[str]] = {}
     for template in sorted(TEMPLATES.glob("*.j2")):
+        if template.name in REPORT_TEMPLATES:
+            continue
         assert template.name in TEMPLATE_SECTIONS, f"{template.name}: add its configuration section to TEMPLATE_SECTIONS"
         for name in jinja2.meta.find_undeclared_variables(environment.parse(template.read_text())):
             reads.setdefault(f"{TEMPLATE_SECTIONS[template.name]}.{name}", []).append(f"templates/{template.name}")
