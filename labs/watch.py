@@ -65,9 +65,9 @@ class ClassWatch:
         self.standings: dict[str, Standing] = {}
 
     def stuck(self, standing: Standing, now: float | None = None) -> bool:
-        """Not done, and no progress for `stuck_after` seconds or more."""
+        """Reached in the last round, not done, and no progress for `stuck_after` seconds or more."""
         now = self.clock() if now is None else now
-        return standing.at not in ("", "?") and now - standing.since >= self.stuck_after
+        return standing.at not in ("", "?") and not standing.problem and now - standing.since >= self.stuck_after
 
     def _where(self, standing: Standing) -> str:
         if standing.done:

@@ -59,6 +59,8 @@ def test_going_back_and_unreachable_machines_do_not_count_as_progress():
     clock.now += 50
     changes = watch.update([HostFailure("ada", "gone"), report("dan", "fail", "skip", "skip")])
     assert [change.text for change in changes] == ["ada: unreachable: gone", "dan: at rootfs (0/3 steps, 0 checks passed)"]
+    # Out of reach, ada keeps her last step, but is not called stuck: nobody knows what she does.
+    assert watch.standings["ada"].at == "busybox" and not watch.stuck(watch.standings["ada"], clock.now + 10_000)
     clock.now += 50
     changes = watch.update([report("ada", "pass", "pass", "pass"), report("dan", "fail", "skip", "skip")])
     assert kinds(changes) == [("ada", PROGRESS)] and watch.standings["ada"].problem == ""
