@@ -176,6 +176,15 @@ class Facts:
         return self._fact(f"output:{name} {' '.join(args)}", run)
 
     @property
+    def node_version(self) -> str | None:
+        """`node --version` (v20.1.0); None without Node.js."""
+        return self._fact("node_version", lambda: self.version_output("node", "--version"))
+
+    @property
+    def vbox_version(self) -> str | None:
+        return self._fact("vbox_version", lambda: _output([self.vboxmanage, "--version"]) if self.vboxmanage else None)
+
+    @property
     def loopback_port(self) -> int | str:
         """A free loopback port, or why none could be bound."""
         def bind():
@@ -376,6 +385,8 @@ def item_disk(facts: Facts) -> Outcome:
     seen = []
     for what, setting, path, need, why in places:
         where, device, free = facts.free(path)
+        if needed.get(device) and need:
+            why += " plus the image builds on the same disk"
         needed[device] = needed.get(device, 0) + need
         if free < needed[device]:
             return (FAIL, f"Only {_size(free)} free in the {what} {path} ({where}): {_size(needed[device])} needed {why}.",
@@ -409,7 +420,7 @@ NODE_HINT = "Install Node.js 12.14 or later (https://nodejs.org, or sudo apt-get
 
 
 def item_node(facts: Facts) -> Outcome:
-    text = facts.version_output("node", "--version")
+    text = facts.node_version
     if text is None:
         return FAIL, "Node.js is not installed (no node on PATH): bakerx runs on it.", NODE_HINT
     version = _version(text)
@@ -436,7 +447,7 @@ def item_vboxmanage(facts: Facts) -> Outcome:
     if not facts.vboxmanage:
         return (FAIL, "VirtualBox is not installed: VBoxManage is not on PATH.",
                 "Install VirtualBox (https://www.virtualbox.org) and put VBoxManage on PATH, or use --provider qemu.")
-    version = facts.version_output("VBoxManage", "--version") if facts.tool("VBoxManage") else None
+    version = facts.vbox_version
     return PASS, f"VBoxManage at {facts.vboxmanage}" + (f" (VirtualBox {version})" if version else ""), ""
 
 
@@ -483,7 +494,8 @@ def item_bakerx_images(facts: Facts) -> Outcome:
         else:
             later.append(f"{image} from {registry or 'Vagrant Cloud'} at the first inv vm.up {vm} (needs the internet)")
     parts = ([f"pulled: {', '.join(found)}"] if found else []) + ([f"to be pulled: {'; '.join(later)}"] if later else [])
-    return PASS, "; ".join(parts).capitalize() or "No VMs configured (bakerx.vms).", ""
+    text = "; ".join(parts)
+    return PASS, text[:1].upper() + text[1:] if text else "No VMs configured (bakerx.vms).", ""
 
 
 # -- ssh path ------------------------------------------------------------------------------------------

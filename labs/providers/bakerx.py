@@ -132,7 +132,7 @@ def parse_version(output: str) -> tuple[int, int, int]:
     if not match:
         last = _last_line(output) or "nothing"
         raise TargetError(f"Cannot tell which bakerx is installed: `bakerx --version` printed {last!r}.",
-                          "Reinstall bakerx as the workshop describes, or use --provider qemu.")
+                          "Reinstall it: npm install -g ottomatica/bakerx; or use --provider qemu.")
     return tuple(int(part) for part in match.groups())
 
 

@@ -120,6 +120,8 @@ def key_state(key: Path) -> str:
         paramiko.PKey.from_path(key)
     except paramiko.PasswordRequiredException:
         return "encrypted"
+    except TypeError as error:  # paramiko hands OpenSSH-format keys to cryptography, which says it so
+        return "encrypted" if "password" in str(error).lower() else "unreadable"
     except (paramiko.SSHException, OSError, ValueError):
         return "unreadable"
     return "plain"
