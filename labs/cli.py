@@ -29,7 +29,7 @@ from .providers.ssh import Remote, parse_host
 from .reporters import ClassProgress, class_table, make_reporter
 from .reports import report_format, write_report
 from .runner import Runner
-from .setup import SetupSettings, check_setup as setup_check
+from .setup import SetupScope, check_setup as setup_check
 from .templates import render
 
 LABS = {"chroot": chroot_lab.LAB, "docker": docker_lab.LAB}
@@ -355,9 +355,9 @@ def check_setup(c, provider=None, host=None, key=None, report=None):
                     lambda message: console.print(message, markup=False))
     if chosen == "ssh":
         parse_host(host)
-    settings = SetupSettings(chosen, vm=_plain(c.config.vm), bakerx=_plain(c.config.bakerx), host=host or "",
+    scope = SetupScope(chosen, vm_settings=_plain(c.config.vm), bakerx_settings=_plain(c.config.bakerx), host=host or "",
                              key=key or "", state_dir=state_dir(c.config), connect_timeout=c.config.target.connect_timeout)
-    _finish(setup_check(settings, make_reporter(console)), report, "setup")
+    _finish(setup_check(scope, make_reporter(console)), report, "setup")
 
 
 # --- vm.* -----------------------------------------------------------------------------------------

@@ -48,12 +48,13 @@ Outcome = tuple[str, str, str]  # (status, message, hint)
 
 
 @dataclass
-class SetupSettings:
-    """What a setup check is about: the provider, its settings, and for ssh the machine."""
+class SetupScope:
+    """What a setup check is about: the provider, its settings (the `vm` and `bakerx` subtrees), and
+    for ssh the machine."""
 
     provider: str
-    vm: dict = field(default_factory=dict)
-    bakerx: dict = field(default_factory=dict)
+    vm_settings: dict = field(default_factory=dict)
+    bakerx_settings: dict = field(default_factory=dict)
     vms: list[str] | None = None  # the VMs to check for (default: every configured one)
     host: str = ""
     key: str = ""
@@ -61,8 +62,8 @@ class SetupSettings:
     connect_timeout: float = 10.0
 
     def __post_init__(self):
-        self.vm = {**qemu.DEFAULTS, **self.vm}
-        self.bakerx = {**bakerx.DEFAULTS, **self.bakerx}
+        self.vm_settings = {**qemu.DEFAULTS, **self.vm_settings}
+        self.bakerx_settings = {**bakerx.DEFAULTS, **self.bakerx_settings}
 
 
 def _read(path: str) -> str:
@@ -104,8 +105,8 @@ class Facts:
     """This computer as the setup items see it. Each fact is read once, when an item first needs it;
     `known` (keyword arguments named like the facts) takes the place of reading, for tests."""
 
-    def __init__(self, settings: SetupSettings, **known):
-        self.settings = settings
+    def __init__(self, scope: SetupScope, **known):
+        self.scope = scope
         self._known = dict(known)
 
     def _fact(self, name: str, read: Callable[[], object]):
@@ -197,7 +198,7 @@ class Facts:
     # -- the built-in VM --------------------------------------------------------------------------
 
     def image_cached(self, recipe: str) -> bool:
-        return self._fact(f"image:{recipe}", lambda: vmimage.image_dir(self.settings.vm, recipe).is_dir())
+        return self._fact(f"image:{recipe}", lambda: vmimage.image_dir(self.scope.vm_settings, recipe).is_dir())
 
     def vm_created(self, vm: str) -> bool:
         return self._fact(f"vm:{vm}", lambda: (_state_dir(self) / "vms" / vm / "vm.json").exists())
@@ -216,9 +217,11 @@ class Facts:
 
     @property
     def bakerx_version(self) -> tuple[int, int, int] | LabError:
+        bakerx_settings = self.scope.bakerx_settings
+
         def detect():
             try:
-                return bakerx.detect_version(self.settings.bakerx["command"])
+                return bakerx.detect_version(bakerx_settings["command"])
             except LabError as error:
                 return error
         return self._fact("bakerx_version", detect)
@@ -246,22 +249,22 @@ class Facts:
     @property
     def key_state(self) -> str:
         """The --key file: plain, encrypted (needs a passphrase) or unreadable."""
-        return self._fact("key_state", lambda: ssh.key_state(Path(self.settings.key).expanduser()))
+        return self._fact("key_state", lambda: ssh.key_state(Path(self.scope.key).expanduser()))
 
     @property
     def key_in_agent(self) -> bool | None:
         """Whether ssh-agent holds the --key; None when no agent runs."""
-        return self._fact("key_in_agent", lambda: ssh.key_in_agent(Path(self.settings.key).expanduser()))
+        return self._fact("key_in_agent", lambda: ssh.key_in_agent(Path(self.scope.key).expanduser()))
 
     @property
     def tcp(self) -> str:
         """"" when HOST:PORT accepts a TCP connection, else why not."""
         def connect():
-            _, host, port = ssh.parse_host(self.settings.host)
+            _, host, port = ssh.parse_host(self.scope.host)
             try:
-                socket.create_connection((host, port), timeout=self.settings.connect_timeout).close()
+                socket.create_connection((host, port), timeout=self.scope.connect_timeout).close()
             except (socket.timeout, TimeoutError):
-                return f"no answer within {self.settings.connect_timeout:g} s"
+                return f"no answer within {self.scope.connect_timeout:g} s"
             except OSError as error:
                 return (error.strerror or str(error)).lower()
             return ""
@@ -346,21 +349,23 @@ ACCEL_REASONS: dict[str, Callable[[str, str, Facts], Outcome]] = {
 
 
 def item_accelerator(facts: Facts) -> Outcome:
-    setting = str(facts.settings.vm["accel"])
+    vm_settings = facts.scope.vm_settings
+    setting = str(vm_settings["accel"])
     accel = qemu.choose_accel(setting, facts.cpuinfo if facts.system == "Linux" else "", facts.kvm_device)
     return ACCEL_REASONS.get(facts.system, _future_accel("a hardware accelerator"))(setting, accel, facts)
 
 
 def _vms(facts: Facts, configured: dict) -> list[str]:
-    return list(configured) if facts.settings.vms is None else facts.settings.vms
+    return list(configured) if facts.scope.vms is None else facts.scope.vms
 
 
 def _state_dir(facts: Facts) -> Path:
-    return vm_state_dir(facts.settings.vm)
+    return vm_state_dir(facts.scope.vm_settings)
 
 
 def _recipes(facts: Facts) -> list[str]:
-    vms = facts.settings.vm["vms"]
+    vm_settings = facts.scope.vm_settings
+    vms = vm_settings["vms"]
     return sorted({vms[vm] for vm in _vms(facts, vms) if vm in vms})
 
 
@@ -375,10 +380,10 @@ def item_image(facts: Facts) -> Outcome:
 
 
 def item_disk(facts: Facts) -> Outcome:
-    vm = facts.settings.vm
+    vm_settings = facts.scope.vm_settings
     builds = [recipe for recipe in _recipes(facts) if not facts.image_cached(recipe)]
-    vms = [name for name in _vms(facts, vm["vms"]) if not facts.vm_created(name)]
-    places = [("cache directory", "vm.cache_dir", vmimage.cache_dir(vm), IMAGE_ROOM * len(builds),
+    vms = [name for name in _vms(facts, vm_settings["vms"]) if not facts.vm_created(name)]
+    places = [("cache directory", "vm.cache_dir", vmimage.cache_dir(vm_settings), IMAGE_ROOM * len(builds),
                f"to build {', '.join(builds)}"),
               ("state directory", "vm.state_dir", _state_dir(facts), VM_ROOM * len(vms), f"for {', '.join(vms)}")]
     needed: dict[int, int] = {}
@@ -396,7 +401,8 @@ def item_disk(facts: Facts) -> Outcome:
 
 
 def item_memory(facts: Facts) -> Outcome:
-    want = int(facts.settings.vm["memory"]) * MIB
+    vm_settings = facts.scope.vm_settings
+    want = int(vm_settings["memory"]) * MIB
     available = facts.mem_available
     if available is None:
         return SKIP, f"Cannot tell the free memory on {facts.system}; a VM takes {_size(want)} (vm.memory).", ""
@@ -437,13 +443,16 @@ def item_bakerx(facts: Facts) -> Outcome:
     return PASS, f"bakerx {bakerx.version_text(version)} (its argument order: bakerx {order})", ""
 
 
-def _virtualbox_used(facts: Facts) -> bool:
-    return str(facts.settings.bakerx["provider"] or "vbox") == "vbox"
+def _without_virtualbox(facts: Facts) -> Outcome | None:
+    """The skip of a VirtualBox item when bakerx is set to another provider of its own (kvm)."""
+    bakerx_settings = facts.scope.bakerx_settings
+    provider = str(bakerx_settings["provider"] or "vbox")
+    return None if provider == "vbox" else (SKIP, f"bakerx.provider is {provider}: VirtualBox is not used.", "")
 
 
 def item_vboxmanage(facts: Facts) -> Outcome:
-    if not _virtualbox_used(facts):
-        return SKIP, f"bakerx.provider is {facts.settings.bakerx['provider']}: VirtualBox is not used.", ""
+    if _without_virtualbox(facts):
+        return _without_virtualbox(facts)
     if not facts.vboxmanage:
         return (FAIL, "VirtualBox is not installed: VBoxManage is not on PATH.",
                 "Install VirtualBox (https://www.virtualbox.org) and put VBoxManage on PATH, or use --provider qemu.")
@@ -456,8 +465,8 @@ VT_HINT = "Enable virtualisation (Intel VT-x / AMD-V, SVM) in the BIOS/UEFI sett
 
 def item_virtualisation(facts: Facts) -> Outcome:
     """Hardware virtualisation for VirtualBox: offered by the CPU and not held by another hypervisor."""
-    if not _virtualbox_used(facts):
-        return SKIP, f"bakerx.provider is {facts.settings.bakerx['provider']}: VirtualBox is not used.", ""
+    if _without_virtualbox(facts):
+        return _without_virtualbox(facts)
     if not facts.vboxmanage:
         return SKIP, "Needs VBoxManage (see vboxmanage).", ""
     match = re.search(r"supports HW virtuali[sz]ation:\s*(\w+)", facts.vbox_hostinfo or "")
@@ -481,7 +490,8 @@ def item_virtualisation(facts: Facts) -> Outcome:
 
 def item_bakerx_images(facts: Facts) -> Outcome:
     version = facts.bakerx_version
-    vms = facts.settings.bakerx["vms"]
+    bakerx_settings = facts.scope.bakerx_settings
+    vms = bakerx_settings["vms"]
     found, later = [], []
     for vm in _vms(facts, vms):
         spec = vms.get(vm) or {}
@@ -501,7 +511,7 @@ def item_bakerx_images(facts: Facts) -> Outcome:
 # -- ssh path ------------------------------------------------------------------------------------------
 
 def _key(facts: Facts) -> Path | None:
-    return Path(facts.settings.key).expanduser() if facts.settings.key else None
+    return Path(facts.scope.key).expanduser() if facts.scope.key else None
 
 
 def item_key_file(facts: Facts) -> Outcome:
@@ -531,7 +541,7 @@ def item_key_passphrase(facts: Facts) -> Outcome:
 
 
 def item_host_reachable(facts: Facts) -> Outcome:
-    _, host, port = ssh.parse_host(facts.settings.host)
+    _, host, port = ssh.parse_host(facts.scope.host)
     reason = facts.tcp
     if reason:
         return (FAIL, f"Nothing answers at {host}:{port}: {reason}.",
@@ -543,7 +553,7 @@ def _pin_copy(facts: Facts) -> Path:
     """A throwaway copy of the ssh provider's known_hosts: items pin there, never in the real one."""
     def copy():
         directory = Path(tempfile.mkdtemp(prefix="labkit-setup-"))
-        real = facts.settings.state_dir / "known_hosts"
+        real = facts.scope.state_dir / "known_hosts"
         if real.exists():
             shutil.copyfile(real, directory / "known_hosts")
         return directory / "known_hosts"
@@ -553,10 +563,10 @@ def _pin_copy(facts: Facts) -> Path:
 def item_host_key(facts: Facts) -> Outcome:
     if facts.tcp:
         return SKIP, "Needs the machine to answer (see host-reachable).", ""
-    _, host, port = ssh.parse_host(facts.settings.host)
-    real = facts.settings.state_dir / "known_hosts"
+    _, host, port = ssh.parse_host(facts.scope.host)
+    real = facts.scope.state_dir / "known_hosts"
     try:
-        key = fetch_host_key(host, port, _pin_copy(facts), timeout=facts.settings.connect_timeout)
+        key = fetch_host_key(host, port, _pin_copy(facts), timeout=facts.scope.connect_timeout)
         outcome = pin_host_key(_pin_copy(facts), host, port, key)
     except HostKeyChanged:
         return (FAIL, f"{entry_name(host, port)} presents a host key that differs from the one pinned in {real}.",
@@ -573,9 +583,9 @@ def item_login(facts: Facts) -> Outcome:
     if facts.tcp:
         return SKIP, "Needs the machine to answer (see host-reachable).", ""
     try:
-        target = ssh.ssh_target(facts.settings.host, facts.settings.key or None, facts.settings.state_dir)
-        remote = ssh.Remote(replace(target, known_hosts=_pin_copy(facts)), connect_timeout=facts.settings.connect_timeout,
-                            command_timeout=facts.settings.connect_timeout, reconnect_attempts=0)
+        target = ssh.ssh_target(facts.scope.host, facts.scope.key or None, facts.scope.state_dir)
+        remote = ssh.Remote(replace(target, known_hosts=_pin_copy(facts)), connect_timeout=facts.scope.connect_timeout,
+                            command_timeout=facts.scope.connect_timeout, reconnect_attempts=0)
         try:
             remote.run("true", root=False)
             sudo = None if target.user == "root" else remote.run("sudo -n true", root=False)
@@ -654,16 +664,16 @@ def _lab(provider: str) -> Lab:
     return Lab("setup", f"this computer's setup for the {provider} provider", steps)
 
 
-def check_setup(settings: SetupSettings, reporter: Reporter, facts: Facts | None = None) -> LabReport:
-    """Run every setup item of `settings.provider` (qemu, bakerx or ssh), shown through `reporter`;
+def check_setup(scope: SetupScope, reporter: Reporter, facts: Facts | None = None) -> LabReport:
+    """Run every setup item of `scope.provider` (qemu, bakerx or ssh), shown through `reporter`;
     the LabReport's lab is `setup`, its steps the areas and its checks the items. Changes nothing."""
-    facts = facts or Facts(settings)
-    lab = _lab(settings.provider)
-    report = LabReport("setup", socket.gethostname(), settings.provider, time.strftime("%Y-%m-%dT%H:%M:%S%z"), mode="check")
+    facts = facts or Facts(scope)
+    lab = _lab(scope.provider)
+    report = LabReport("setup", socket.gethostname(), scope.provider, time.strftime("%Y-%m-%dT%H:%M:%S%z"), mode="check")
     started = time.monotonic()
     reporter.lab_started(lab, list(lab.steps), report.host, "check")
     try:
-        for area, step in zip(AREAS[settings.provider], lab.steps):
+        for area, step in zip(AREAS[scope.provider], lab.steps):
             reporter.step_started(step)
             results = [run_item(item, area, facts) for item in area.items]
             for result in results:
@@ -680,10 +690,10 @@ def check_setup(settings: SetupSettings, reporter: Reporter, facts: Facts | None
     return report
 
 
-def guard(provider: str, settings: SetupSettings, facts: Facts | None = None) -> Facts:
+def guard(provider: str, scope: SetupScope, facts: Facts | None = None) -> Facts:
     """The guard items of `provider`, in order; the first that fails raises a TargetError naming it
     and pointing to `inv check.setup` (a bad setting raises its UsageError). Returns the facts read."""
-    facts = facts or Facts(settings)
+    facts = facts or Facts(scope)
     for area in AREAS[provider]:
         for item in area.items:
             if item.id not in GUARDS[provider]:
@@ -698,9 +708,9 @@ def guard(provider: str, settings: SetupSettings, facts: Facts | None = None) ->
 def guard_qemu(vm_settings: dict, vm: str) -> None:
     """Before the built-in provider boots `vm`: QEMU, its tools, the accelerator, the image or its
     tools, disk for what is still to be made, and memory."""
-    guard("qemu", SetupSettings("qemu", vm=vm_settings, vms=[vm]))
+    guard("qemu", SetupScope("qemu", vm_settings=vm_settings, vms=[vm]))
 
 
 def guard_bakerx(bakerx_settings: dict) -> tuple[int, int, int]:
     """Before the bakerx provider calls bakerx: that it is there and new enough; its version."""
-    return guard("bakerx", SetupSettings("bakerx", bakerx=bakerx_settings)).bakerx_version
+    return guard("bakerx", SetupScope("bakerx", bakerx_settings=bakerx_settings)).bakerx_version

@@ -17,7 +17,7 @@ HOSTINFO = "Host Information:\n\nProcessor supports HW virtualization: {}\nProce
 
 
 def facts(provider="qemu", vm=None, bakerx=None, vms=None, **known) -> setup.Facts:
-    return setup.Facts(setup.SetupSettings(provider, vm=vm or {}, bakerx=bakerx or {}, vms=vms), **known)
+    return setup.Facts(setup.SetupScope(provider, vm_settings=vm or {}, bakerx_settings=bakerx or {}, vms=vms), **known)
 
 
 # -- the accelerator, per platform -------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_disk_adds_up_cache_and_state_on_one_filesystem(tmp_path):
 # -- the guard -----------------------------------------------------------------------------------------
 
 def test_guard_names_the_failing_item_and_points_to_check_setup(tmp_path):
-    settings = setup.SetupSettings("qemu", vm={"state_dir": str(tmp_path)}, vms=["con0"])
+    settings = setup.SetupScope("qemu", vm_settings={"state_dir": str(tmp_path)}, vms=["con0"])
     with pytest.raises(TargetError) as raised:
         setup.guard("qemu", settings, setup.Facts(settings, **{"tool:qemu-system-x86_64": None}))
     assert raised.value.message.startswith("qemu-system-x86_64 not found")
@@ -156,7 +156,7 @@ def test_a_passing_item_says_what_it_found_in_plain_output():
     found = facts(vms=[], system="Darwin", kvm_device=False, mem_available=None, loopback_port=2222,
         **{f"tool:{tool}": f"/bin/{tool}" for tool in ("qemu-system-x86_64", "qemu-img", "ssh-keygen", "mke2fs")},
         **{"output:qemu-system-x86_64 --version": "QEMU emulator version 9.0.0"})
-    report = setup.check_setup(found.settings, PlainReporter(stream), found)
+    report = setup.check_setup(found.scope, PlainReporter(stream), found)
     text = stream.getvalue()
     assert "[accelerator] check accelerator: pass: TCG (software emulation, slow): labkit does not use HVF" in text
     assert "check memory: skip: Cannot tell the free memory on Darwin" in text
