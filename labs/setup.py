@@ -92,13 +92,21 @@ def _kvm_users(modules: str) -> dict[str, int]:
     return users
 
 
-def _free_bytes(path: Path) -> tuple[Path, int, int]:
-    """(the nearest existing directory, its filesystem's id, bytes free there for this user)."""
+@dataclass(frozen=True)
+class Room:
+    """Where a directory that may not exist yet would be made: its nearest existing ancestor."""
+
+    where: Path
+    device: int  # the filesystem's id: two directories on one filesystem share its free space
+    free: int  # bytes this user may still write there
+    writable: bool
+
+
+def _room(path: Path) -> Room:
     path = path.expanduser().absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
-    stat = os.statvfs(path)
-    return path, os.stat(path).st_dev, stat.f_bavail * stat.f_frsize
+    return Room(path, os.stat(path).st_dev, shutil.disk_usage(path).free, os.access(path, os.W_OK))
 
 
 class Facts:
@@ -156,9 +164,9 @@ class Facts:
     def euid(self) -> int:
         return self._fact("euid", lambda: os.geteuid() if hasattr(os, "geteuid") else 0)
 
-    def free(self, path: Path) -> tuple[Path, int, int]:
-        """(existing directory, filesystem id, bytes free) for a directory that may not exist yet."""
-        return self._fact(f"free:{path}", lambda: _free_bytes(path))
+    def room(self, path: Path) -> Room:
+        """Free space and writability where the directory `path` is or would be made."""
+        return self._fact(f"room:{path}", lambda: _room(path))
 
     def tool(self, name: str) -> str | None:
         """Path of a host tool, searched as the providers search it (sbin included); None when missing."""
@@ -389,14 +397,17 @@ def item_disk(facts: Facts) -> Outcome:
     needed: dict[int, int] = {}
     seen = []
     for what, setting, path, need, why in places:
-        where, device, free = facts.free(path)
-        if needed.get(device) and need:
+        room = facts.room(path)
+        if not room.writable:
+            return (FAIL, f"The {what} {path} is not writable ({room.where} is not writable for this user).",
+                    f"Set {setting} to a writable directory.")
+        if needed.get(room.device) and need:
             why += " plus the image builds on the same disk"
-        needed[device] = needed.get(device, 0) + need
-        if free < needed[device]:
-            return (FAIL, f"Only {_size(free)} free in the {what} {path} ({where}): {_size(needed[device])} needed {why}.",
+        needed[room.device] = needed.get(room.device, 0) + need
+        if room.free < needed[room.device]:
+            return (FAIL, f"Only {_size(room.free)} free in the {what} {path} ({room.where}): {_size(needed[room.device])} needed {why}.",
                     f"Free space there (df -h shows where), or set {setting} to a disk with room.")
-        seen.append(f"{what} {path}: {_size(free)} free" + (f", {_size(need)} needed {why}" if need else ""))
+        seen.append(f"{what} {path}: {_size(room.free)} free" + (f", {_size(need)} needed {why}" if need else ""))
     return PASS, "; ".join(seen), ""
 
 

@@ -132,12 +132,18 @@ def test_disk_adds_up_cache_and_state_on_one_filesystem(tmp_path):
     vm = {"cache_dir": str(tmp_path / "cache"), "state_dir": str(tmp_path / "state"), "vms": {"con0": "chroot"}}
     known = {"image:chroot": False, "vm:con0": False}
     enough_for_one = setup.IMAGE_ROOM + setup.VM_ROOM // 2
-    same_disk = {f"free:{tmp_path / 'cache'}": (tmp_path, 1, enough_for_one), f"free:{tmp_path / 'state'}": (tmp_path, 1, enough_for_one)}
+    same_disk = {f"room:{tmp_path / 'cache'}": setup.Room(tmp_path, 1, enough_for_one, True),
+                 f"room:{tmp_path / 'state'}": setup.Room(tmp_path, 1, enough_for_one, True)}
     status, message, hint = setup.item_disk(facts(vm=vm, **known, **same_disk))
     assert status == FAIL and message.startswith(f"Only 2.0 GiB free in the state directory {tmp_path / 'state'}")
     assert "2.5 GiB needed for con0 plus the image builds on the same disk" in message and "vm.state_dir" in hint
-    two_disks = {f"free:{tmp_path / 'cache'}": (tmp_path, 1, enough_for_one), f"free:{tmp_path / 'state'}": (tmp_path, 2, enough_for_one)}
+    two_disks = {f"room:{tmp_path / 'cache'}": setup.Room(tmp_path, 1, enough_for_one, True),
+                 f"room:{tmp_path / 'state'}": setup.Room(tmp_path, 2, enough_for_one, True)}
     assert setup.item_disk(facts(vm=vm, **known, **two_disks))[0] == PASS
+    read_only = {**two_disks, f"room:{tmp_path / 'cache'}": setup.Room(tmp_path, 1, enough_for_one, False)}
+    assert setup.item_disk(facts(vm=vm, **known, **read_only)) == (
+        FAIL, f"The cache directory {tmp_path / 'cache'} is not writable ({tmp_path} is not writable for this user).",
+        "Set vm.cache_dir to a writable directory.")
 
 
 # -- the guard -----------------------------------------------------------------------------------------
