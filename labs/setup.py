@@ -23,23 +23,22 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import LabError, TargetError
 from .model import FAIL, PASS, SKIP, CheckResult, Lab, LabReport, Step, StepResult
-from .providers import bakerx, qemu, ssh, vm_state_dir, vmimage
-from .providers.hostkeys import HostKeyChanged, entry_name, fetch_host_key, forget_command, pin_host_key
+# Only modules of the standard library behind these: the qemu guard runs inside QemuProvider.up, which
+# needs nothing else (a normal user's system Python may lack paramiko). bakerx and ssh: setup_bakerx_ssh.
+from .providers import qemu, vmimage
 from .reporting import Reporter
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
 IMAGE_ROOM = 3 * GIB // 2
 VM_ROOM = 1 * GIB
-NODE_OLDEST = (12, 14, 0)
 COMMAND_TIMEOUT = 30.0
 VIRTUALBOX_WINDOWS = Path(r"C:\Program Files\Oracle\VirtualBox\VBoxManage.exe")
 SETUP_HINT = "then run inv check.setup to check the rest of this computer's setup"
@@ -63,7 +62,6 @@ class SetupScope:
 
     def __post_init__(self):
         self.vm_settings = {**qemu.DEFAULTS, **self.vm_settings}
-        self.bakerx_settings = {**bakerx.DEFAULTS, **self.bakerx_settings}
 
 
 def _read(path: str) -> str:
@@ -117,7 +115,8 @@ class Facts:
         self.scope = scope
         self._known = dict(known)
 
-    def _fact(self, name: str, read: Callable[[], object]):
+    def fact(self, name: str, read: Callable[[], object]):
+        """The fact `name`: known, or read now by `read` and kept."""
         if name not in self._known:
             self._known[name] = read()
         return self._known[name]
@@ -127,29 +126,29 @@ class Facts:
     @property
     def system(self) -> str:
         """platform.system(): Linux, Darwin or Windows."""
-        return self._fact("system", platform.system)
+        return self.fact("system", platform.system)
 
     @property
     def cpuinfo(self) -> str:
-        return self._fact("cpuinfo", lambda: _read("/proc/cpuinfo"))
+        return self.fact("cpuinfo", lambda: _read("/proc/cpuinfo"))
 
     @property
     def kvm_device(self) -> bool:
-        return self._fact("kvm_device", qemu.kvm_device_ok)
+        return self.fact("kvm_device", qemu.kvm_device_ok)
 
     @property
     def kvm_users(self) -> dict[str, int]:
-        return self._fact("kvm_users", lambda: _kvm_users(_read("/proc/modules")))
+        return self.fact("kvm_users", lambda: _kvm_users(_read("/proc/modules")))
 
     @property
     def kvm_virt_at_load(self) -> bool:
         """Linux 6.12+ KVM takes VT-x when it loads, not only while a KVM VM runs."""
-        return self._fact("kvm_virt_at_load", lambda: _read("/sys/module/kvm/parameters/enable_virt_at_load").strip() in ("Y", "1"))
+        return self.fact("kvm_virt_at_load", lambda: _read("/sys/module/kvm/parameters/enable_virt_at_load").strip() in ("Y", "1"))
 
     @property
     def hypervisor_running(self) -> bool:
         """Windows: a hypervisor (Hyper-V, WSL2, Memory integrity) holds VT-x, as systeminfo says."""
-        return self._fact("hypervisor_running", lambda: self.system == "Windows" and
+        return self.fact("hypervisor_running", lambda: self.system == "Windows" and
                           "hypervisor has been detected" in (_output(["systeminfo"]) or ""))
 
     @property
@@ -158,15 +157,15 @@ class Facts:
         def read():
             match = re.search(r"^MemAvailable:\s+(\d+) kB", _read("/proc/meminfo"), re.MULTILINE)
             return int(match.group(1)) * 1024 if match else None
-        return self._fact("mem_available", read)
+        return self.fact("mem_available", read)
 
     @property
     def euid(self) -> int:
-        return self._fact("euid", lambda: os.geteuid() if hasattr(os, "geteuid") else 0)
+        return self.fact("euid", lambda: os.geteuid() if hasattr(os, "geteuid") else 0)
 
     def room(self, path: Path) -> Room:
         """Free space and writability where the directory `path` is or would be made."""
-        return self._fact(f"room:{path}", lambda: _room(path))
+        return self.fact(f"room:{path}", lambda: _room(path))
 
     def tool(self, name: str) -> str | None:
         """Path of a host tool, searched as the providers search it (sbin included); None when missing."""
@@ -175,23 +174,23 @@ class Facts:
                 return vmimage.find_tool(name) if name in vmimage.TOOL_PACKAGES else shutil.which(name)
             except TargetError:
                 return None
-        return self._fact(f"tool:{name}", find)
+        return self.fact(f"tool:{name}", find)
 
     def version_output(self, name: str, *args: str) -> str | None:
         """What `NAME ARGS` (a version or info query) prints; None when NAME is missing or fails."""
         def run():
             path = self.tool(name)
             return _output([path, *args]) if path else None
-        return self._fact(f"output:{name} {' '.join(args)}", run)
+        return self.fact(f"output:{name} {' '.join(args)}", run)
 
     @property
     def node_version(self) -> str | None:
         """`node --version` (v20.1.0); None without Node.js."""
-        return self._fact("node_version", lambda: self.version_output("node", "--version"))
+        return self.fact("node_version", lambda: self.version_output("node", "--version"))
 
     @property
     def vbox_version(self) -> str | None:
-        return self._fact("vbox_version", lambda: _output([self.vboxmanage, "--version"]) if self.vboxmanage else None)
+        return self.fact("vbox_version", lambda: _output([self.vboxmanage, "--version"]) if self.vboxmanage else None)
 
     @property
     def loopback_port(self) -> int | str:
@@ -201,15 +200,15 @@ class Facts:
                 return qemu.free_port()
             except OSError as error:
                 return error.strerror or str(error)
-        return self._fact("loopback_port", bind)
+        return self.fact("loopback_port", bind)
 
     # -- the built-in VM --------------------------------------------------------------------------
 
     def image_cached(self, recipe: str) -> bool:
-        return self._fact(f"image:{recipe}", lambda: vmimage.image_dir(self.scope.vm_settings, recipe).is_dir())
+        return self.fact(f"image:{recipe}", lambda: vmimage.image_dir(self.scope.vm_settings, recipe).is_dir())
 
     def vm_created(self, vm: str) -> bool:
-        return self._fact(f"vm:{vm}", lambda: (_state_dir(self) / "vms" / vm / "vm.json").exists())
+        return self.fact(f"vm:{vm}", lambda: (_state_dir(self) / "vms" / vm / "vm.json").exists())
 
     def build_tools(self) -> LabError | None:
         """Why an image cannot be built here (a missing tool, no subordinate ids), or None."""
@@ -219,24 +218,9 @@ class Facts:
             except LabError as error:
                 return error
             return None
-        return self._fact("build_tools", check)
+        return self.fact("build_tools", check)
 
-    # -- bakerx -----------------------------------------------------------------------------------
-
-    @property
-    def bakerx_version(self) -> tuple[int, int, int] | LabError:
-        bakerx_settings = self.scope.bakerx_settings
-
-        def detect():
-            try:
-                return bakerx.detect_version(bakerx_settings["command"])
-            except LabError as error:
-                return error
-        return self._fact("bakerx_version", detect)
-
-    def bakerx_image_pulled(self, image: str) -> bool:
-        image_dir = Path.home() / ".bakerx" / ".persist" / "images" / image
-        return self._fact(f"bakerx_image:{image}", lambda: any((image_dir / name).exists() for name in bakerx.IMAGE_FILES))
+    # -- VirtualBox -------------------------------------------------------------------------------
 
     @property
     def vboxmanage(self) -> str | None:
@@ -245,38 +229,13 @@ class Facts:
             if not found and self.system == "Windows" and VIRTUALBOX_WINDOWS.exists():
                 found = str(VIRTUALBOX_WINDOWS)
             return found
-        return self._fact("vboxmanage", find)
+        return self.fact("vboxmanage", find)
 
     @property
     def vbox_hostinfo(self) -> str | None:
         """`VBoxManage list hostinfo`; None without VBoxManage."""
-        return self._fact("vbox_hostinfo", lambda: _output([self.vboxmanage, "list", "hostinfo"]) if self.vboxmanage else None)
+        return self.fact("vbox_hostinfo", lambda: _output([self.vboxmanage, "list", "hostinfo"]) if self.vboxmanage else None)
 
-    # -- an ssh machine ---------------------------------------------------------------------------
-
-    @property
-    def key_state(self) -> str:
-        """The --key file: plain, encrypted (needs a passphrase) or unreadable."""
-        return self._fact("key_state", lambda: ssh.key_state(Path(self.scope.key).expanduser()))
-
-    @property
-    def key_in_agent(self) -> bool | None:
-        """Whether ssh-agent holds the --key; None when no agent runs."""
-        return self._fact("key_in_agent", lambda: ssh.key_in_agent(Path(self.scope.key).expanduser()))
-
-    @property
-    def tcp(self) -> str:
-        """"" when HOST:PORT accepts a TCP connection, else why not."""
-        def connect():
-            _, host, port = ssh.parse_host(self.scope.host)
-            try:
-                socket.create_connection((host, port), timeout=self.scope.connect_timeout).close()
-            except (socket.timeout, TimeoutError):
-                return f"no answer within {self.scope.connect_timeout:g} s"
-            except OSError as error:
-                return (error.strerror or str(error)).lower()
-            return ""
-        return self._fact("tcp", connect)
 
 
 # --- the items --------------------------------------------------------------------------------------
@@ -285,7 +244,7 @@ def _size(count: int) -> str:
     return f"{count / GIB:.1f} GiB" if count >= GIB else f"{count / MIB:.0f} MiB"
 
 
-def _version(text: str | None) -> tuple[int, int, int] | None:
+def version_tuple(text: str | None) -> tuple[int, int, int] | None:
     match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text or "")
     return tuple(int(part or 0) for part in match.groups()) if match else None
 
@@ -363,18 +322,19 @@ def item_accelerator(facts: Facts) -> Outcome:
     return ACCEL_REASONS.get(facts.system, _future_accel("a hardware accelerator"))(setting, accel, facts)
 
 
-def _vms(facts: Facts, configured: dict) -> list[str]:
+def chosen_vms(facts: Facts, configured: dict) -> list[str]:
+    """The VMs a check is about: the scope's, else every configured one."""
     return list(configured) if facts.scope.vms is None else facts.scope.vms
 
 
 def _state_dir(facts: Facts) -> Path:
-    return vm_state_dir(facts.scope.vm_settings)
+    return qemu.QemuProvider(facts.scope.vm_settings).state_dir
 
 
 def _recipes(facts: Facts) -> list[str]:
     vm_settings = facts.scope.vm_settings
     vms = vm_settings["vms"]
-    return sorted({vms[vm] for vm in _vms(facts, vms) if vm in vms})
+    return sorted({vms[vm] for vm in chosen_vms(facts, vms) if vm in vms})
 
 
 def item_image(facts: Facts) -> Outcome:
@@ -390,7 +350,7 @@ def item_image(facts: Facts) -> Outcome:
 def item_disk(facts: Facts) -> Outcome:
     vm_settings = facts.scope.vm_settings
     builds = [recipe for recipe in _recipes(facts) if not facts.image_cached(recipe)]
-    vms = [name for name in _vms(facts, vm_settings["vms"]) if not facts.vm_created(name)]
+    vms = [name for name in chosen_vms(facts, vm_settings["vms"]) if not facts.vm_created(name)]
     places = [("cache directory", "vm.cache_dir", vmimage.cache_dir(vm_settings), IMAGE_ROOM * len(builds),
                f"to build {', '.join(builds)}"),
               ("state directory", "vm.state_dir", _state_dir(facts), VM_ROOM * len(vms), f"for {', '.join(vms)}")]
@@ -430,186 +390,6 @@ def item_port(facts: Facts) -> Outcome:
     return PASS, f"Loopback port {qemu.HOST}:{port} is free (a VM's SSH is forwarded from such a port).", ""
 
 
-# -- bakerx path ---------------------------------------------------------------------------------------
-
-BAKERX_INSTALL = "npm install -g ottomatica/bakerx"
-NODE_HINT = "Install Node.js 12.14 or later (https://nodejs.org, or sudo apt-get install nodejs), then: " + BAKERX_INSTALL
-
-
-def item_node(facts: Facts) -> Outcome:
-    text = facts.node_version
-    if text is None:
-        return FAIL, "Node.js is not installed (no node on PATH): bakerx runs on it.", NODE_HINT
-    version = _version(text)
-    if version is None or version < NODE_OLDEST:
-        return FAIL, f"Node.js {text} is older than 12.14, which bakerx needs.", NODE_HINT
-    return PASS, f"Node.js {'.'.join(map(str, version))}", ""
-
-
-def item_bakerx(facts: Facts) -> Outcome:
-    version = facts.bakerx_version
-    if isinstance(version, LabError):
-        return FAIL, version.message, version.hint
-    order = "pull <registry> <image>" if version < bakerx.PULL_IMAGE_FIRST else "pull <image> [registry]"
-    return PASS, f"bakerx {bakerx.version_text(version)} (its argument order: bakerx {order})", ""
-
-
-def _without_virtualbox(facts: Facts) -> Outcome | None:
-    """The skip of a VirtualBox item when bakerx is set to another provider of its own (kvm)."""
-    bakerx_settings = facts.scope.bakerx_settings
-    provider = str(bakerx_settings["provider"] or "vbox")
-    return None if provider == "vbox" else (SKIP, f"bakerx.provider is {provider}: VirtualBox is not used.", "")
-
-
-def item_vboxmanage(facts: Facts) -> Outcome:
-    if _without_virtualbox(facts):
-        return _without_virtualbox(facts)
-    if not facts.vboxmanage:
-        return (FAIL, "VirtualBox is not installed: VBoxManage is not on PATH.",
-                "Install VirtualBox (https://www.virtualbox.org) and put VBoxManage on PATH, or use --provider qemu.")
-    version = facts.vbox_version
-    return PASS, f"VBoxManage at {facts.vboxmanage}" + (f" (VirtualBox {version})" if version else ""), ""
-
-
-VT_HINT = "Enable virtualisation (Intel VT-x / AMD-V, SVM) in the BIOS/UEFI settings, or use --provider qemu."
-
-
-def item_virtualisation(facts: Facts) -> Outcome:
-    """Hardware virtualisation for VirtualBox: offered by the CPU and not held by another hypervisor."""
-    if _without_virtualbox(facts):
-        return _without_virtualbox(facts)
-    if not facts.vboxmanage:
-        return SKIP, "Needs VBoxManage (see vboxmanage).", ""
-    match = re.search(r"supports HW virtuali[sz]ation:\s*(\w+)", facts.vbox_hostinfo or "")
-    if match and match.group(1).lower() != "yes":
-        return FAIL, "VirtualBox reports no hardware virtualisation (VT-x/AMD-V) on this processor.", VT_HINT
-    if facts.system == "Windows" and facts.hypervisor_running:
-        return (FAIL, "Hyper-V is on and holds VT-x: VirtualBox VMs fail to start or crawl.",
-                "As Administrator run bcdedit /set hypervisorlaunchtype off, turn off the Windows features Hyper-V, "
-                "Virtual Machine Platform and Memory integrity, and restart; or use --provider qemu.")
-    if facts.system == "Linux":
-        if not qemu.cpu_has_virt(facts.cpuinfo):
-            return FAIL, "The CPU shows no vmx/svm flag: hardware virtualisation is off or hidden (a VM without nesting).", VT_HINT
-        held = {module: users for module, users in facts.kvm_users.items() if users or facts.kvm_virt_at_load}
-        if held:
-            module, users = next(iter(held.items()))
-            why = f"{users} KVM VM{'s are' if users != 1 else ' is'} running" if users else "KVM takes it when it loads (Linux 6.12+)"
-            return (FAIL, f"KVM holds VT-x/AMD-V ({module}: {why}): VirtualBox cannot start a VM meanwhile.",
-                    f"Stop the KVM VMs, then unload KVM: sudo modprobe -r {module} kvm; or use --provider qemu.")
-    return PASS, "Hardware virtualisation is available to VirtualBox" + (" (VT-x/AMD-V: yes)" if match else ""), ""
-
-
-def item_bakerx_images(facts: Facts) -> Outcome:
-    version = facts.bakerx_version
-    bakerx_settings = facts.scope.bakerx_settings
-    vms = bakerx_settings["vms"]
-    found, later = [], []
-    for vm in _vms(facts, vms):
-        spec = vms.get(vm) or {}
-        image, registry = str(spec.get("image", "")), str(spec.get("registry") or "")
-        if facts.bakerx_image_pulled(image):
-            found.append(image)
-        elif not registry and (isinstance(version, LabError) or version < bakerx.PULL_IMAGE_FIRST):
-            return (FAIL, f"Image {image} of {vm} is not pulled, and no registry to pull it from is set.",
-                    f"Set bakerx.vms.{vm}.registry (the workshop's: ottomatica/slim#images for alpine, cloud-images.ubuntu.com for bionic).")
-        else:
-            later.append(f"{image} from {registry or 'Vagrant Cloud'} at the first inv vm.up {vm} (needs the internet)")
-    parts = ([f"pulled: {', '.join(found)}"] if found else []) + ([f"to be pulled: {'; '.join(later)}"] if later else [])
-    text = "; ".join(parts)
-    return PASS, text[:1].upper() + text[1:] if text else "No VMs configured (bakerx.vms).", ""
-
-
-# -- ssh path ------------------------------------------------------------------------------------------
-
-def _key(facts: Facts) -> Path | None:
-    return Path(facts.scope.key).expanduser() if facts.scope.key else None
-
-
-def item_key_file(facts: Facts) -> Outcome:
-    key = _key(facts)
-    if key is None:
-        return SKIP, "No --key: ssh's default keys and ssh-agent are tried.", ""
-    try:
-        ssh.check_key_file(key)
-    except LabError as error:
-        return FAIL, error.message, error.hint
-    return PASS, f"{key} exists, readable only by you (mode {oct(key.stat().st_mode & 0o777)[2:]})", ""
-
-
-def item_key_passphrase(facts: Facts) -> Outcome:
-    key = _key(facts)
-    if key is None or not key.is_file():
-        return SKIP, "Needs a key file (see key-file).", ""
-    state = facts.key_state
-    in_agent = {True: "it is in ssh-agent", False: "it is not in ssh-agent", None: "no ssh-agent is running"}[facts.key_in_agent]
-    if state == "unreadable":
-        return FAIL, f"{key} is not a private key labkit can read.", "Pass the private key (not the .pub file) with --key."
-    if state == "encrypted":
-        return (FAIL, f"{key} is protected by a passphrase, which labkit cannot type ({in_agent}; labkit reads the key file itself).",
-                "Use a key without a passphrase for the lab machine: ssh-keygen -t ed25519 -N '' -f ~/.ssh/labkit_ed25519, "
-                "and add its .pub to the machine's ~/.ssh/authorized_keys.")
-    return PASS, f"No passphrase; {in_agent}", ""
-
-
-def item_host_reachable(facts: Facts) -> Outcome:
-    _, host, port = ssh.parse_host(facts.scope.host)
-    reason = facts.tcp
-    if reason:
-        return (FAIL, f"Nothing answers at {host}:{port}: {reason}.",
-                "Check the host and port (for a bakerx VM: bakerx ssh-info NAME), and that the machine is up.")
-    return PASS, f"{host}:{port} accepts connections", ""
-
-
-def _pin_copy(facts: Facts) -> Path:
-    """A throwaway copy of the ssh provider's known_hosts: items pin there, never in the real one."""
-    def copy():
-        directory = Path(tempfile.mkdtemp(prefix="labkit-setup-"))
-        real = facts.scope.state_dir / "known_hosts"
-        if real.exists():
-            shutil.copyfile(real, directory / "known_hosts")
-        return directory / "known_hosts"
-    return facts._fact("pin_copy", copy)
-
-
-def item_host_key(facts: Facts) -> Outcome:
-    if facts.tcp:
-        return SKIP, "Needs the machine to answer (see host-reachable).", ""
-    _, host, port = ssh.parse_host(facts.scope.host)
-    real = facts.scope.state_dir / "known_hosts"
-    try:
-        key = fetch_host_key(host, port, _pin_copy(facts), timeout=facts.scope.connect_timeout)
-        outcome = pin_host_key(_pin_copy(facts), host, port, key)
-    except HostKeyChanged:
-        return (FAIL, f"{entry_name(host, port)} presents a host key that differs from the one pinned in {real}.",
-                f"If the machine was recreated on purpose, forget the old key: {forget_command(real, host, port)}")
-    except LabError as error:
-        return FAIL, error.message, error.hint
-    described = f"{key.get_name()} {key.fingerprint}"
-    if outcome == "same":
-        return PASS, f"Host key {described} is the one pinned in {real}", ""
-    return PASS, f"Host key {described} is not pinned yet: the first lab run pins it in {real}", ""
-
-
-def item_login(facts: Facts) -> Outcome:
-    if facts.tcp:
-        return SKIP, "Needs the machine to answer (see host-reachable).", ""
-    try:
-        target = ssh.ssh_target(facts.scope.host, facts.scope.key or None, facts.scope.state_dir)
-        remote = ssh.Remote(replace(target, known_hosts=_pin_copy(facts)), connect_timeout=facts.scope.connect_timeout,
-                            command_timeout=facts.scope.connect_timeout, reconnect_attempts=0)
-        try:
-            remote.run("true", root=False)
-            sudo = None if target.user == "root" else remote.run("sudo -n true", root=False)
-        finally:
-            remote.close()
-    except LabError as error:
-        return FAIL, error.message, error.hint
-    if sudo is not None and not sudo.ok:
-        return (FAIL, f"{target.user} logs in, but cannot run sudo without a password: the labs run their commands as root through sudo -n.",
-                f"Give {target.user} passwordless sudo on the machine, or log in as root.")
-    return PASS, f"Logged in as {target.user}" + ("" if sudo is None else ", with passwordless sudo"), ""
-
-
 # --- items, steps, runs -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -628,8 +408,7 @@ class Area:
     items: tuple[Item, ...]
 
 
-AREAS: dict[str, tuple[Area, ...]] = {
-    "qemu": (
+QEMU_AREAS = (
         Area("qemu", "QEMU for the guest's architecture (x86_64)", "The built-in VM runs under QEMU.",
              (Item("qemu-binary", item_qemu_binary), Item("vm-tools", item_vm_tools))),
         Area("accelerator", "The accelerator QEMU will use", "KVM when usable, else TCG (software emulation, slow).",
@@ -638,26 +417,18 @@ AREAS: dict[str, tuple[Area, ...]] = {
              (Item("image", item_image),)),
         Area("resources", "Disk, memory and a loopback port for the VM", "What a VM takes on this computer.",
              (Item("disk", item_disk), Item("memory", item_memory), Item("port", item_port))),
-    ),
-    "bakerx": (
-        Area("node", "Node.js 12.14 or later", "bakerx is a Node.js program.", (Item("node", item_node),)),
-        Area("bakerx", "bakerx 0.6.3 or later", "bakerx makes the workshop's VMs.", (Item("bakerx", item_bakerx),)),
-        Area("virtualbox", "VirtualBox, able to start a VM", "bakerx's VMs run in VirtualBox, which needs VT-x/AMD-V.",
-             (Item("vboxmanage", item_vboxmanage), Item("virtualisation", item_virtualisation))),
-        Area("images", "The workshop's images, pulled or pullable", "bakerx pull fetches them once.",
-             (Item("bakerx-images", item_bakerx_images),)),
-    ),
-    "ssh": (
-        Area("key", "The private key", "labkit logs in with this key, without prompting.",
-             (Item("key-file", item_key_file), Item("key-passphrase", item_key_passphrase))),
-        Area("host", "The machine, reachable", "Its SSH server answers, and its host key is known or will be pinned.",
-             (Item("host-reachable", item_host_reachable), Item("host-key", item_host_key))),
-        Area("login", "Logging in", "The labs run their commands over this login.", (Item("login", item_login),)),
-    ),
-}
+)
 
-# What `vm.up` and the labs check before they start: the items whose failure would otherwise come later and less clearly.
-GUARDS = {"qemu": ("qemu-binary", "vm-tools", "accelerator", "image", "disk", "memory"), "bakerx": ("bakerx",)}
+# What `vm.up` checks before it starts a built-in VM: the items whose failure would otherwise come later and less clearly.
+QEMU_GUARDS = ("qemu-binary", "vm-tools", "accelerator", "image", "disk", "memory")
+
+
+def areas(provider: str) -> tuple[Area, ...]:
+    """The steps of `inv check.setup --provider PROVIDER` (qemu, bakerx or ssh)."""
+    if provider == "qemu":
+        return QEMU_AREAS
+    from .setup_bakerx_ssh import AREAS  # the SSH stack (paramiko), which the qemu guard must not need
+    return AREAS[provider]
 
 
 def run_item(item: Item, area: Area, facts: Facts) -> CheckResult:
@@ -671,7 +442,7 @@ def run_item(item: Item, area: Area, facts: Facts) -> CheckResult:
 
 
 def _lab(provider: str) -> Lab:
-    steps = tuple(Step(area.id, area.title, area.explanation, action=lambda ctx: None, checks=()) for area in AREAS[provider])
+    steps = tuple(Step(area.id, area.title, area.explanation, action=lambda ctx: None, checks=()) for area in areas(provider))
     return Lab("setup", f"this computer's setup for the {provider} provider", steps)
 
 
@@ -684,7 +455,7 @@ def check_setup(scope: SetupScope, reporter: Reporter, facts: Facts | None = Non
     started = time.monotonic()
     reporter.lab_started(lab, list(lab.steps), report.host, "check")
     try:
-        for area, step in zip(AREAS[scope.provider], lab.steps):
+        for area, step in zip(areas(scope.provider), lab.steps):
             reporter.step_started(step)
             results = [run_item(item, area, facts) for item in area.items]
             for result in results:
@@ -701,13 +472,13 @@ def check_setup(scope: SetupScope, reporter: Reporter, facts: Facts | None = Non
     return report
 
 
-def guard(provider: str, scope: SetupScope, facts: Facts | None = None) -> Facts:
-    """The guard items of `provider`, in order; the first that fails raises a TargetError naming it
-    and pointing to `inv check.setup` (a bad setting raises its UsageError). Returns the facts read."""
+def guard(provider: str, guarded: tuple[str, ...], scope: SetupScope, facts: Facts | None = None) -> Facts:
+    """The `guarded` items of `provider`, in order; the first that fails raises a TargetError naming
+    it and pointing to `inv check.setup` (a bad setting raises its UsageError). Returns the facts read."""
     facts = facts or Facts(scope)
-    for area in AREAS[provider]:
+    for area in areas(provider):
         for item in area.items:
-            if item.id not in GUARDS[provider]:
+            if item.id not in guarded:
                 continue
             status, message, hint = item.run(facts)
             if status == FAIL:
@@ -719,9 +490,4 @@ def guard(provider: str, scope: SetupScope, facts: Facts | None = None) -> Facts
 def guard_qemu(vm_settings: dict, vm: str) -> None:
     """Before the built-in provider boots `vm`: QEMU, its tools, the accelerator, the image or its
     tools, disk for what is still to be made, and memory."""
-    guard("qemu", SetupScope("qemu", vm_settings=vm_settings, vms=[vm]))
-
-
-def guard_bakerx(bakerx_settings: dict) -> tuple[int, int, int]:
-    """Before the bakerx provider calls bakerx: that it is there and new enough; its version."""
-    return guard("bakerx", SetupScope("bakerx", bakerx_settings=bakerx_settings)).bakerx_version
+    guard("qemu", QEMU_GUARDS, SetupScope("qemu", vm_settings=vm_settings, vms=[vm]))

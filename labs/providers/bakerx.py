@@ -301,7 +301,7 @@ class BakerxProvider:
     def version(self) -> tuple[int, int, int]:
         """bakerx's version, read once through the setup guard, whose errors point to `inv check.setup`."""
         if self._version is None:
-            from labs.setup import guard_bakerx  # labs.setup reads this module's facts: imported late, not in a cycle
+            from labs.setup_bakerx_ssh import guard_bakerx  # it reads this module: imported late, not in a cycle
             self._version = guard_bakerx(self.settings)
         return self._version
 

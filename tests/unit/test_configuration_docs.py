@@ -43,7 +43,7 @@ HOLDERS: dict[tuple[str, str, str], list[str]] = {
     ("providers/bakerx.py", "*", "settings"): ["bakerx"],
     ("providers/bakerx.py", "*", "spec"): ["bakerx.vms.*"],
     ("setup.py", "*", "vm_settings"): ["vm"],
-    ("setup.py", "*", "bakerx_settings"): ["bakerx"],
+    ("setup_bakerx_ssh.py", "*", "bakerx_settings"): ["bakerx"],
 }
 # Variables that look like configuration holders wherever they appear; `x.settings` and `x.config` too.
 HOLDER_NAME = re.compile(r"^(config|settings|\w+_settings)$")

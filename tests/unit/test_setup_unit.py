@@ -2,11 +2,14 @@
 Linux, macOS and Windows, VT-x held by Hyper-V or KVM) cannot be met on this machine, so their facts
 are handed in; what this machine itself can show is in tests/integration/test_setup.py."""
 
+import subprocess
+import sys
 from io import StringIO
+from pathlib import Path
 
 import pytest
 
-from labs import setup
+from labs import setup, setup_bakerx_ssh as hosts
 from labs.errors import TargetError
 from labs.model import FAIL, PASS, SKIP
 from labs.reporters import PlainReporter
@@ -46,7 +49,7 @@ def test_accelerator_says_which_and_why(case):
 
 
 def test_a_bad_accel_setting_fails_the_item_with_its_usage_message():
-    result = setup.run_item(setup.Item("accelerator", setup.item_accelerator), setup.AREAS["qemu"][1],
+    result = setup.run_item(setup.Item("accelerator", setup.item_accelerator), setup.QEMU_AREAS[1],
                             facts(vm={"accel": "turbo"}, system="Linux", cpuinfo=VMX, kvm_device=True))
     assert result.status == FAIL and result.message == "Bad accel setting 'turbo'." and "auto, kvm or tcg" in result.hint
 
@@ -72,7 +75,7 @@ VT = {
 @pytest.mark.parametrize("case", list(VT))
 def test_virtualisation_for_virtualbox(case):
     system, answer, extra, status, words = VT[case]
-    outcome = setup.item_virtualisation(facts("bakerx", system=system, vboxmanage="/usr/bin/VBoxManage",
+    outcome = hosts.item_virtualisation(facts("bakerx", system=system, vboxmanage="/usr/bin/VBoxManage",
                                               vbox_hostinfo=HOSTINFO.format(answer), **extra))
     assert outcome[0] == status and words in outcome[1], outcome
     if status == FAIL:
@@ -80,16 +83,16 @@ def test_virtualisation_for_virtualbox(case):
 
 
 def test_hyper_v_hint_says_how_to_turn_it_off():
-    outcome = setup.item_virtualisation(facts("bakerx", system="Windows", vboxmanage="VBoxManage.exe",
+    outcome = hosts.item_virtualisation(facts("bakerx", system="Windows", vboxmanage="VBoxManage.exe",
                                               vbox_hostinfo=HOSTINFO.format("yes"), hypervisor_running=True))
     assert "bcdedit /set hypervisorlaunchtype off" in outcome[2]
 
 
 def test_virtualbox_items_skip_without_vboxmanage_and_under_bakerx_kvm():
-    assert setup.item_virtualisation(facts("bakerx", system="Linux", vboxmanage=None))[0] == SKIP
+    assert hosts.item_virtualisation(facts("bakerx", system="Linux", vboxmanage=None))[0] == SKIP
     kvm = facts("bakerx", bakerx={"provider": "kvm"}, system="Linux")
-    assert setup.item_vboxmanage(kvm)[0] == SKIP and setup.item_virtualisation(kvm)[0] == SKIP
-    missing = setup.item_vboxmanage(facts("bakerx", system="Linux", vboxmanage=None))
+    assert hosts.item_vboxmanage(kvm)[0] == SKIP and hosts.item_virtualisation(kvm)[0] == SKIP
+    missing = hosts.item_vboxmanage(facts("bakerx", system="Linux", vboxmanage=None))
     assert missing[0] == FAIL and missing[1] == "VirtualBox is not installed: VBoxManage is not on PATH."
 
 
@@ -98,7 +101,7 @@ def test_virtualbox_items_skip_without_vboxmanage_and_under_bakerx_kvm():
 @pytest.mark.parametrize("text, status", [(None, FAIL), ("v10.24.1", FAIL), ("v12.13.9", FAIL), ("v12.14.0", PASS),
                                           ("v20.20.2", PASS)])
 def test_node_version(text, status):
-    outcome = setup.item_node(facts("bakerx", node_version=text))
+    outcome = hosts.item_node(facts("bakerx", node_version=text))
     assert outcome[0] == status, outcome
     if status == FAIL:
         assert "npm install -g ottomatica/bakerx" in outcome[2]
@@ -106,18 +109,18 @@ def test_node_version(text, status):
 
 
 def test_bakerx_item_says_the_argument_order_of_its_version():
-    assert "pull <registry> <image>" in setup.item_bakerx(facts("bakerx", bakerx_version=(0, 6, 3)))[1]
-    assert "pull <image> [registry]" in setup.item_bakerx(facts("bakerx", bakerx_version=(0, 9, 0)))[1]
-    failed = setup.item_bakerx(facts("bakerx", bakerx_version=TargetError("bakerx is not installed.", "Install it.")))
+    assert "pull <registry> <image>" in hosts.item_bakerx(facts("bakerx", bakerx_version=(0, 6, 3)))[1]
+    assert "pull <image> [registry]" in hosts.item_bakerx(facts("bakerx", bakerx_version=(0, 9, 0)))[1]
+    failed = hosts.item_bakerx(facts("bakerx", bakerx_version=TargetError("bakerx is not installed.", "Install it.")))
     assert failed == (FAIL, "bakerx is not installed.", "Install it.")
 
 
 def test_an_image_without_registry_is_not_pullable_before_bakerx_0_7():
     settings = {"vms": {"con0": {"image": "alpine3.9-simple", "registry": ""}}}
     old = facts("bakerx", bakerx=settings, bakerx_version=(0, 6, 3), **{"bakerx_image:alpine3.9-simple": False})
-    assert setup.item_bakerx_images(old)[0] == FAIL
+    assert hosts.item_bakerx_images(old)[0] == FAIL
     new = facts("bakerx", bakerx=settings, bakerx_version=(0, 9, 0), **{"bakerx_image:alpine3.9-simple": False})
-    assert setup.item_bakerx_images(new) == (PASS, "To be pulled: alpine3.9-simple from Vagrant Cloud at the first inv vm.up con0 (needs the internet)", "")
+    assert hosts.item_bakerx_images(new) == (PASS, "To be pulled: alpine3.9-simple from Vagrant Cloud at the first inv vm.up con0 (needs the internet)", "")
 
 
 # -- memory and disk ---------------------------------------------------------------------------------
@@ -151,7 +154,7 @@ def test_disk_adds_up_cache_and_state_on_one_filesystem(tmp_path):
 def test_guard_names_the_failing_item_and_points_to_check_setup(tmp_path):
     settings = setup.SetupScope("qemu", vm_settings={"state_dir": str(tmp_path)}, vms=["con0"])
     with pytest.raises(TargetError) as raised:
-        setup.guard("qemu", settings, setup.Facts(settings, **{"tool:qemu-system-x86_64": None}))
+        setup.guard("qemu", setup.QEMU_GUARDS, settings, setup.Facts(settings, **{"tool:qemu-system-x86_64": None}))
     assert raised.value.message.startswith("qemu-system-x86_64 not found")
     assert raised.value.message.endswith("(setup check qemu-binary).")
     assert "inv check.setup" in raised.value.hint and len(str(raised.value).splitlines()) == 2
@@ -167,3 +170,24 @@ def test_a_passing_item_says_what_it_found_in_plain_output():
     assert "[accelerator] check accelerator: pass: TCG (software emulation, slow): labkit does not use HVF" in text
     assert "check memory: skip: Cannot tell the free memory on Darwin" in text
     assert report.lab == "setup" and report.ok and [step.id for step in report.steps] == ["qemu", "accelerator", "image", "resources"]
+
+
+def test_the_qemu_guard_needs_only_the_standard_library(tmp_path):
+    """QemuProvider.up runs the guard where a normal user's system Python may lack paramiko and fabric
+    (tests/integration/test_qemu_provider.py boots a VM so): importing it must not pull them in."""
+    child = f"""
+import sys, types
+for blocked in ("paramiko", "fabric", "invoke", "rich"):
+    sys.modules[blocked] = None  # an import of it now fails
+sys.path.insert(0, {str(Path(setup.__file__).parents[1])!r})
+package = types.ModuleType("labs.providers")
+package.__path__ = [{str(Path(setup.__file__).parent / "providers")!r}]
+sys.modules["labs.providers"] = package
+from labs.setup import guard_qemu
+try:
+    guard_qemu({{"state_dir": {str(tmp_path)!r}, "accel": "turbo"}}, "con0")
+except Exception as error:
+    print(type(error).__name__, error)
+"""
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("UsageError Bad accel setting 'turbo'."), done.stdout + done.stderr
