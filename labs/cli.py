@@ -22,13 +22,14 @@ from . import __version__, chroot as chroot_lab, docker as docker_lab
 from .classroom import check_class, load_inventory
 from .errors import LabError, UsageError
 from .model import LabReport
-from .providers import resolve, ssh_config, vm_provider
+from .providers import choose, resolve, ssh_config, vm_provider
 from .providers.bakerx import DEFAULTS as BAKERX_DEFAULTS
 from .providers.qemu import DEFAULTS as VM_DEFAULTS
-from .providers.ssh import Remote
+from .providers.ssh import Remote, parse_host
 from .reporters import ClassProgress, WatchView, class_table, make_reporter
 from .reports import report_format, write_report
 from .runner import Runner
+from .setup import SetupScope, check_setup as setup_check
 from .templates import render
 from .watch import ClassWatch, watch_rounds
 
@@ -374,6 +375,31 @@ def check_docker(c, provider=None, vm=None, host=None, key=None, report=None, wo
         _check_lab(c, "docker", provider=provider, vm=vm, host=host, key=key, report=report, workdir=workdir)
 
 
+SETUP_HELP = {
+    "provider": "The provider to check this computer for: auto (default: as the labs choose it), qemu (the built-in VM), "
+                "bakerx (Node.js, bakerx, VirtualBox) or ssh (with --host: the key, the machine, the login).",
+    "host": "With --provider ssh (or auto): the machine the labs will use, USER@HOST[:PORT].",
+    "key": "The private key for --host.",
+    "report": "Write a report: PATH ending in .json or .xml (JUnit).",
+}
+
+
+@task(name="setup", help=SETUP_HELP)
+@user_errors
+def check_setup(c, provider=None, host=None, key=None, report=None):
+    """Check this computer's setup for the labs, read-only: exit 0 when ready, 1 when an item fails."""
+    if report:
+        report_format(report)
+    console = _console()
+    chosen = choose(provider or c.config.target.provider, host, _plain(c.config.bakerx),
+                    lambda message: console.print(message, markup=False))
+    if chosen == "ssh":
+        parse_host(host)
+    scope = SetupScope(chosen, vm_settings=_plain(c.config.vm), bakerx_settings=_plain(c.config.bakerx), host=host or "",
+                             key=key or "", state_dir=state_dir(c.config), connect_timeout=c.config.target.connect_timeout)
+    _finish(setup_check(scope, make_reporter(console)), report, "setup")
+
+
 # --- vm.* -----------------------------------------------------------------------------------------
 
 VM_HELP = {"name": "VM name (con0 for the chroot lab).", "provider": "auto (default), qemu or bakerx."}
@@ -467,7 +493,7 @@ def _collection(name: str, *tasks_, **named) -> Collection:
 
 ns = Collection()
 ns.add_collection(_collection("lab", lab_list, chroot=lab_chroot, docker=lab_docker, reset=lab_reset))
-ns.add_collection(_collection("check", chroot=check_chroot, docker=check_docker))
+ns.add_collection(_collection("check", check_setup, chroot=check_chroot, docker=check_docker))
 ns.add_collection(_collection("vm", vm_ssh_config, up=vm_up, status=vm_status, ssh=vm_ssh, down=vm_down,
                               destroy=vm_destroy))
 ns.add_collection(_collection("render", render_container_sh, render_dockerfile))

@@ -111,7 +111,9 @@ class PlainReporter:
     def check_finished(self, result: CheckResult) -> None:
         took = f"({duration(result.duration_s)})"
         if result.status == PASS:
-            self._line(result.step, f"check {result.id}: pass {took}")
+            # Lab checks pass silently; a setup item's pass says what it found (which accelerator, ...).
+            said = f": {result.message}" if result.message else ""
+            self._line(result.step, f"check {result.id}: pass{said} {took}")
             return
         if result.status == SKIP:
             reason = f": {result.message}" if result.message else ""
@@ -290,7 +292,8 @@ def _check_lines(result: CheckResult) -> list[Text]:
     icon, style = _ICONS.get(result.status, ("?", "magenta"))
     took = (f" ({duration(result.duration_s)})", "dim")
     if result.status == PASS:
-        return [Text.assemble(("  " + icon, style), f" {result.id}", took)]
+        said = f": {result.message}" if result.message else ""
+        return [Text.assemble(("  " + icon, style), f" {result.id}{said}", took)]
     if result.status == SKIP:
         reason = f": {result.message}" if result.message else ""
         return [Text.assemble(("  " + icon, style), f" {result.id} skipped{reason}", took)]

@@ -132,7 +132,7 @@ def parse_version(output: str) -> tuple[int, int, int]:
     if not match:
         last = _last_line(output) or "nothing"
         raise TargetError(f"Cannot tell which bakerx is installed: `bakerx --version` printed {last!r}.",
-                          "Reinstall bakerx as the workshop describes, or use --provider qemu.")
+                          "Reinstall it: npm install -g ottomatica/bakerx; or use --provider qemu.")
     return tuple(int(part) for part in match.groups())
 
 
@@ -278,12 +278,12 @@ def detect_version(command: str) -> tuple[int, int, int]:
     executable = shutil.which(command)
     if not executable:
         raise TargetError(f"bakerx is not installed (no {command!r} on PATH).",
-                          "Install bakerx and VirtualBox as the workshop describes, or use --provider qemu (the built-in VM).")
+                          "Install it (after Node.js and VirtualBox): npm install -g ottomatica/bakerx; or use --provider qemu (the built-in VM).")
     _, output = run_bakerx([executable, "--version"], VERSION_TIMEOUT)
     version = parse_version(output)
     if version < OLDEST:
         raise TargetError(f"bakerx {version_text(version)} is older than {version_text(OLDEST)}, the oldest labkit drives.",
-                          "Upgrade bakerx, or use --provider qemu.")
+                          "Upgrade it: npm install -g ottomatica/bakerx; or use --provider qemu.")
     return version
 
 
@@ -299,8 +299,10 @@ class BakerxProvider:
     # -- public API -----------------------------------------------------------------------------
 
     def version(self) -> tuple[int, int, int]:
+        """bakerx's version, read once through the setup guard, whose errors point to `inv check.setup`."""
         if self._version is None:
-            self._version = detect_version(self.settings["command"])
+            from labs.setup_bakerx_ssh import guard_bakerx  # it reads this module: imported late, not in a cycle
+            self._version = guard_bakerx(self.settings)
         return self._version
 
     def up(self, vm: str) -> SSHTarget:

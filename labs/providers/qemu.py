@@ -238,8 +238,8 @@ class QemuProvider:
     def up(self, vm: str) -> SSHTarget:
         """Create the VM if needed, boot it unless running, and wait for its sshd."""
         self._check_name(vm, configured=True)
-        for tool in ("qemu-system-x86_64", "qemu-img", "ssh-keygen"):
-            vmimage.find_tool(tool)
+        from labs.setup import guard_qemu  # labs.setup reads this module's facts: imported late, not in a cycle
+        guard_qemu(self.settings, vm)
         with self._lock(vm):
             pid = self._pid(vm)
             if pid is None:

@@ -7,6 +7,7 @@ not create, the first key seen is recorded and every later one must match (OpenS
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import os
@@ -110,6 +111,39 @@ def check_key_file(key: Path) -> None:
         raise UsageError(f"Key file {key} does not exist.", "Pass the private key of the lab machine with --key PATH.")
     if key.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise UsageError(f"Key file {key} can be read by other users.", f"Restrict it first: chmod 600 {shlex.quote(str(key))}")
+
+
+def key_state(key: Path) -> str:
+    """`plain`, `encrypted` (it needs a passphrase, which labkit never asks for) or `unreadable`
+    (not a private key paramiko reads), for `inv check.setup`."""
+    try:
+        paramiko.PKey.from_path(key)
+    except paramiko.PasswordRequiredException:
+        return "encrypted"
+    except TypeError as error:  # paramiko hands OpenSSH-format keys to cryptography, which says it so
+        return "encrypted" if "password" in str(error).lower() else "unreadable"
+    except (paramiko.SSHException, OSError, ValueError):
+        return "unreadable"
+    return "plain"
+
+
+def key_in_agent(key: Path) -> bool | None:
+    """Whether ssh-agent holds the key (compared by its public half: KEY.pub, else the key itself);
+    None when no agent answers."""
+    connection = paramiko.agent.get_agent_connection()
+    if connection is None:
+        return None
+    connection.close()
+    try:
+        public = Path(f"{key}.pub").read_text().split()[1] if Path(f"{key}.pub").is_file() else None
+        blob = base64.b64decode(public) if public else paramiko.PKey.from_path(key).asbytes()
+    except (paramiko.SSHException, OSError, ValueError, IndexError):
+        return False
+    agent = paramiko.Agent()
+    try:
+        return any(agent_key.asbytes() == blob for agent_key in agent.get_keys())
+    finally:
+        agent.close()
 
 
 class _RecordNewHostKey(paramiko.MissingHostKeyPolicy):

@@ -290,8 +290,10 @@ def test_auto_picks_bakerx_only_when_it_works_and_says_so(setup, said, qemu_sett
 def test_vm_up_without_bakerx_installed_is_exit_3(qemu_settings, tmp_path):
     env = dict(make_env(tmp_path, "0.9.0", qemu_settings), PATH=os.environ["PATH"])
     result = labkit(env, "vm.up", "con0", "--provider", "bakerx")
-    assert result.returncode == 3 and error_lines(result)[0] == "Error: bakerx is not installed (no 'bakerx' on PATH)."
-    assert "--provider qemu" in result.stderr
+    assert result.returncode == 3
+    assert error_lines(result)[0] == "Error: bakerx is not installed (no 'bakerx' on PATH) (setup check bakerx)."
+    assert "npm install -g ottomatica/bakerx" in result.stderr and "--provider qemu" in result.stderr
+    assert "then run inv check.setup" in result.stderr
 
 
 # --- every version, end to end ----------------------------------------------------------------------

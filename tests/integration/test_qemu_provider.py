@@ -9,7 +9,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import paramiko
@@ -56,9 +55,9 @@ def ssh(con0):
 def test_up_is_idempotent(con0):
     provider, target = con0
     _, pid = state_of(provider, "con0")
-    started = time.monotonic()
+    # The same QEMU process answers: up() neither booted nor created anything (no timed assert: the
+    # wait for the SSH banner depends on the machine's load).
     assert provider.up("con0") == target
-    assert time.monotonic() - started < 5
     assert [(s.name, s.state, s.pid) for s in provider.status() if s.name == "con0"] == [("con0", "running", pid)]
 
 

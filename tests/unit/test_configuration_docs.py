@@ -42,6 +42,8 @@ HOLDERS: dict[tuple[str, str, str], list[str]] = {
     ("providers/vmimage.py", "*", "settings"): ["vm"],
     ("providers/bakerx.py", "*", "settings"): ["bakerx"],
     ("providers/bakerx.py", "*", "spec"): ["bakerx.vms.*"],
+    ("setup.py", "*", "vm_settings"): ["vm"],
+    ("setup_bakerx_ssh.py", "*", "bakerx_settings"): ["bakerx"],
 }
 # Variables that look like configuration holders wherever they appear; `x.settings` and `x.config` too.
 HOLDER_NAME = re.compile(r"^(config|settings|\w+_settings)$")
