@@ -1,5 +1,6 @@
 """Cloud recipes, published checksum files, the NoCloud seed's YAML, and the image cache's bookkeeping."""
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labs.errors import UsageError
+from labs.errors import TargetError, UsageError
 from labs.providers import cloudimage, imagecache, vmimage
 from labs.providers.qemu import DEFAULTS, qemu_argv
 
@@ -166,3 +167,50 @@ def test_a_running_build_is_not_pruned(tmp_path):
 def test_sizes_read_as_people_write_them():
     assert [imagecache.human_size(n) for n in (12, 4096, 340 * 2**20, 3 * 2**30 // 2)] == \
         ["12 B", "4.0 KiB", "340.0 MiB", "1.5 GiB"]
+
+
+def _file_recipe(tmp_path, size=3 * cloudimage.CHUNK + 5):
+    """A small 'image' on this machine, reached through a file:// URL (urllib's real download path)."""
+    image = tmp_path / "www" / "tiny.qcow2"
+    image.parent.mkdir()
+    image.write_bytes(os.urandom(size))
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    return image, digest, {"url": image.as_uri(), "checksum": f"sha256:{digest}", "format": "qcow2", "user": "root"}
+
+
+def test_a_file_url_is_downloaded_verified_and_cached_once(tmp_path):
+    image, digest, recipe = _file_recipe(tmp_path)
+    settings = {**DEFAULTS, "cache_dir": str(tmp_path / "cache"), "images": {"tiny": recipe}}
+    messages = []
+    download = cloudimage.fetch(settings, "tiny", messages.append)
+    assert download.image.read_bytes() == image.read_bytes() and download.meta["checksum"] == f"sha256:{digest}"
+    assert messages[0] == "Downloading tiny: 1.0 MiB of 3.0 MiB (33%)"
+    assert messages[-1].startswith("Downloaded tiny: 3.0 MiB in ")
+    image.unlink()  # a second fetch must not need the source
+    assert cloudimage.fetch(settings, "tiny", messages.append).path == download.path
+
+
+def test_a_checksum_mismatch_names_both_digests_and_caches_nothing(tmp_path):
+    image, digest, recipe = _file_recipe(tmp_path)
+    settings = {**DEFAULTS, "cache_dir": str(tmp_path / "cache"), "images": {"tiny": {**recipe, "checksum": f"sha256:{SHA256}"}}}
+    with pytest.raises(TargetError) as raised:
+        cloudimage.fetch(settings, "tiny", lambda m: None)
+    assert raised.value.message == (f"Checksum mismatch for {image.as_uri()}: expected sha256:{SHA256}, "
+                                    f"got sha256:{digest}; nothing was cached.")
+    assert list((tmp_path / "cache" / "images").iterdir()) == []
+
+
+def test_offline_an_unpinned_recipe_uses_its_newest_cached_download(tmp_path):
+    image, digest, recipe = _file_recipe(tmp_path, size=1000)
+    sums = tmp_path / "www" / "SHA256SUMS"
+    sums.write_text(f"{digest} *tiny.qcow2\n")
+    unpinned = {**recipe, "checksum": "", "checksum_url": sums.as_uri(), "checksum_type": "sha256"}
+    settings = {**DEFAULTS, "cache_dir": str(tmp_path / "cache"), "images": {"tiny": unpinned}}
+    first = cloudimage.fetch(settings, "tiny", lambda m: None)
+    assert first.meta["checksum"] == f"sha256:{digest}"
+    sums.unlink()
+    messages = []
+    assert cloudimage.fetch(settings, "tiny", messages.append).path == first.path
+    assert messages[-1].startswith("Published checksum of tiny unreachable: using the cached download of ")
+    with pytest.raises(TargetError, match="Cannot download"):
+        cloudimage.fetch({**settings, "cache_dir": str(tmp_path / "empty")}, "tiny", lambda m: None)
