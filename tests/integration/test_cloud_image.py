@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -60,8 +61,9 @@ def served(tmp_path_factory):
 def settings(served, tmp_path_factory):
     server, digest = served
     recipe = {"url": f"{server.url}/cloud.qcow2", "checksum": f"sha256:{digest}", "format": "qcow2", "user": "root"}
-    return {
-        "cache_dir": str(tmp_path_factory.mktemp("cloud-cache")),
+    cache = tmp_path_factory.mktemp("cloud-cache")
+    yield {
+        "cache_dir": str(cache),
         "state_dir": str(tmp_path_factory.mktemp("cloud-state")),
         "images": {
             "cloudtest": recipe,
@@ -72,6 +74,7 @@ def settings(served, tmp_path_factory):
         },
         "vms": {VM: "cloudtest"},
     }
+    shutil.rmtree(cache)  # hundreds of MiB that pytest would otherwise keep for three sessions
 
 
 def images_dir(settings: dict) -> Path:
