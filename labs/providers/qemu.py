@@ -73,6 +73,9 @@ HOST = "127.0.0.1"
 KERNEL_CMDLINE = f"console=ttyS0 root=/dev/vda rw net.ifnames=0 quiet panic=-1 init={vmimage.INIT_PATH}"
 VM_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 PROGRESS_EVERY = 10.0
+# Open SSH probes at once, and seconds they may wait for a banner between checks that QEMU still runs.
+PROBE_LIMIT = 4
+PROBE_WINDOW = 6.0
 STOP_WAIT = 10.0
 QEMU_START_ATTEMPTS = 3
 
@@ -151,23 +154,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ssh_banner(port: int, timeout: float, interval: float = 0.3) -> bool:
+def ssh_banner(port: int, timeout: float, interval: float = 0.3, limit: int = PROBE_LIMIT) -> bool:
     """Whether sshd answers on the forwarded port within `timeout`.
 
     QEMU accepts the TCP connection itself before the guest listens, and a connection made too
     early stays silent even once sshd is up; so a new one is opened every `interval` and the
-    first `SSH-` banner on any of them counts."""
+    first `SSH-` banner on any of them counts. The interval grows to 2 s and at most `limit`
+    connections stay open (a new one replaces the oldest): a flood of unanswered connections
+    keeps a slow guest's sshd forking and makes it refuse them all ("Exceeded MaxStartups")."""
     deadline = time.monotonic() + timeout
     pending: list[socket.socket] = []
     next_connect = 0.0
     try:
         while (now := time.monotonic()) < deadline:
             if now >= next_connect:
+                if len(pending) >= limit:
+                    pending.pop(0).close()
                 sock = socket.socket()
                 sock.setblocking(False)
                 sock.connect_ex((HOST, port))
                 pending.append(sock)
                 next_connect = now + interval
+                interval = min(interval * 1.5, 2.0)
             for sock in select.select(pending, [], [], min(interval, deadline - now))[0]:
                 try:
                     if sock.recv(64).startswith(b"SSH-"):
@@ -473,7 +481,7 @@ class QemuProvider:
         cloud = self._meta(vm).get("source") == "cloud"
         timeout = float(self.settings["cloud_boot_timeout" if cloud else "boot_timeout"])
         next_note = time.monotonic() + PROGRESS_EVERY
-        while not ssh_banner(port, timeout=2.0):
+        while not ssh_banner(port, timeout=PROBE_WINDOW):
             now = time.monotonic()
             if not _pid_alive(pid, vm_dir):
                 raise TargetError(f"VM '{vm}' stopped while booting.", f"See its serial console log: {serial}")
