@@ -22,7 +22,7 @@ from . import __version__, chroot as chroot_lab, docker as docker_lab
 from .classroom import check_class, load_inventory
 from .errors import LabError, UsageError
 from .model import LabReport
-from .providers import choose, resolve, ssh_config, vm_provider
+from .providers import choose, imagecache, resolve, ssh_config, vm_provider, vmimage
 from .providers.bakerx import DEFAULTS as BAKERX_DEFAULTS
 from .providers.qemu import DEFAULTS as VM_DEFAULTS
 from .providers.ssh import Remote, parse_host
@@ -430,6 +430,34 @@ def vm_status(c, provider=None):
     for status in _vms(c, provider, console).status():
         table.add_row(status.name, status.provider, status.state, status.address, status.image)
     console.print(table)
+    console.print(cache_table(_plain(c.config.vm), state_dir(c.config)))
+
+
+def cache_table(vm_settings: dict, state: Path) -> Table:
+    """The image cache: each mmdebstrap build and cloud image download, its size, and what keeps it."""
+    cached = imagecache.entries(vm_settings, state)
+    total = imagecache.human_size(sum(entry.size for entry in cached))
+    table = Table("image", "source", "size", "kept because", title=f"Image cache: {total} in {vmimage.cache_dir(vm_settings)}",
+                  title_justify="left")
+    for entry in cached:
+        reasons = (["current recipe"] if entry.current else []) + [f"VM {name}" for name in entry.used_by]
+        table.add_row(entry.path.name, f"{entry.kind} {entry.name}" if entry.kind == "cloud" else entry.kind,
+                      imagecache.human_size(entry.size), ", ".join(reasons) or "nothing (inv vm.prune removes it)")
+    return table
+
+
+@task(help={"dry_run": "Only list what would be removed."})
+@user_errors
+def vm_prune(c, dry_run=False):
+    """Remove cached images and downloads that no current recipe and no existing VM uses."""
+    console = _console()
+    removed = imagecache.prune(_plain(c.config.vm), state_dir(c.config), dry_run=dry_run)
+    verb = "Would remove" if dry_run else "Removed"
+    for entry in removed:
+        console.print(f"{verb} {entry.path} ({entry.kind}, {imagecache.human_size(entry.size)})")
+    freed = imagecache.human_size(sum(entry.size for entry in removed))
+    console.print(f"{verb} {len(removed)} cached image(s), {'freeing' if dry_run else 'freed'} {freed}."
+                  if removed else "Nothing to prune: every cached image is used by a recipe or a VM.")
 
 
 @task(help=VM_HELP, positional=["name"])
@@ -495,7 +523,7 @@ ns = Collection()
 ns.add_collection(_collection("lab", lab_list, chroot=lab_chroot, docker=lab_docker, reset=lab_reset))
 ns.add_collection(_collection("check", check_setup, chroot=check_chroot, docker=check_docker))
 ns.add_collection(_collection("vm", vm_ssh_config, up=vm_up, status=vm_status, ssh=vm_ssh, down=vm_down,
-                              destroy=vm_destroy))
+                              destroy=vm_destroy, prune=vm_prune))
 ns.add_collection(_collection("render", render_container_sh, render_dockerfile))
 ns.configure(DEFAULTS)
 

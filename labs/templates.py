@@ -4,6 +4,7 @@ Templates use StrictUndefined, so a missing value is an error rather than an emp
 `sh` filter quotes every value that lands in shell code.
 """
 
+import json
 import re
 import shlex
 
@@ -73,6 +74,8 @@ def _environment(autoescape: bool = False) -> jinja2.Environment:
     environment.filters["image_ref"] = _image_ref
     environment.filters["docker_word"] = _docker_word
     environment.filters["instruction"] = _instruction
+    # A JSON string or list is valid YAML (1.2 is a superset of JSON): quoting for cloud-init's files.
+    environment.filters["yaml"] = json.dumps
     return environment
 
 

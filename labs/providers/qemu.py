@@ -13,11 +13,12 @@ Settings (the toolkit's `vm` config subtree; `DEFAULTS` holds every key):
 | `cpus`          | `2`                             | virtual CPUs                                              |
 | `disk_size`     | `"2G"`                          | root filesystem size of an image (part of its cache key)  |
 | `boot_timeout`  | `120`                           | seconds from starting QEMU until sshd must answer         |
+| `cloud_boot_timeout` | `600`                      | the same for a cloud-image VM (cloud-init runs first)     |
 | `build_timeout` | `1800`                          | seconds one image build step may take                     |
 | `mirror`        | `"http://deb.debian.org/debian"`| Debian mirror for the build and the guest's apt           |
 | `suite`         | `"bookworm"`                    | Debian suite                                              |
 | `accel`         | `"auto"`                        | `kvm`, `tcg`, or `auto`: KVM when usable, else TCG        |
-| `images`        | the built-in recipes (`chroot`, `docker`) | recipes, see `labs.providers.vmimage`           |
+| `images`        | the built-in recipes (`chroot`, `docker`, `alpine`, `bionic`) | see `vmimage` and `cloudimage` |
 | `vms`           | `{"con0": "chroot", "docker0": "docker"}` | VM name -> recipe name                          |
 
 Boot design, measured under TCG on 2 cores (about 5 s from starting QEMU to the SSH banner): `-M pc`
@@ -25,6 +26,10 @@ Boot design, measured under TCG on 2 cores (about 5 s from starting QEMU to the 
 clock there) with the Debian cloud kernel, its initrd, and busybox init running a short rc script
 instead of systemd, which alone needs over 15 s. `-no-reboot` makes a crash or a guest `reboot`
 end QEMU, so a failed boot is reported at once instead of looping.
+
+A cloud recipe (`labs.providers.cloudimage`) boots differently: the VM's disk is an overlay of the
+downloaded image, which boots with its own bootloader through QEMU's firmware (no `-kernel`), and
+its seed is a cloud-init NoCloud volume (`seed.iso`) instead of labkit's ext2 seed.
 """
 
 import copy
@@ -45,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labs.errors import TargetError, UsageError
-from labs.providers import vmimage
+from labs.providers import cloudimage, vmimage
 from labs.providers.target import SSHTarget
 
 DEFAULTS: dict = {
@@ -55,11 +60,12 @@ DEFAULTS: dict = {
     "cpus": 2,
     "disk_size": "2G",
     "boot_timeout": 120,
+    "cloud_boot_timeout": 600,
     "build_timeout": 1800,
     "mirror": "http://deb.debian.org/debian",
     "suite": "bookworm",
     "accel": "auto",
-    "images": copy.deepcopy(vmimage.RECIPES),
+    "images": copy.deepcopy({**vmimage.RECIPES, **cloudimage.RECIPES}),
     "vms": {"con0": "chroot", "docker0": "docker"},
 }
 
@@ -67,6 +73,9 @@ HOST = "127.0.0.1"
 KERNEL_CMDLINE = f"console=ttyS0 root=/dev/vda rw net.ifnames=0 quiet panic=-1 init={vmimage.INIT_PATH}"
 VM_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 PROGRESS_EVERY = 10.0
+# Open SSH probes at once, and seconds they may wait for a banner between checks that QEMU still runs.
+PROBE_LIMIT = 4
+PROBE_WINDOW = 6.0
 STOP_WAIT = 10.0
 QEMU_START_ATTEMPTS = 3
 
@@ -110,20 +119,23 @@ def choose_accel(setting: str, cpuinfo: str, device_ok: bool) -> str:
     return "kvm" if device_ok and cpu_has_virt(cpuinfo) else "tcg"
 
 
-def qemu_argv(name: str, vm_dir: Path, image_dir: Path, port: int, memory: int, cpus: int, accel: str) -> list[str]:
-    """The QEMU command line for one VM; QEMU is started with `vm_dir` as its working directory."""
+def qemu_argv(name: str, vm_dir: Path, image_dir: Path, port: int, memory: int, cpus: int, accel: str,
+              cloud: bool = False) -> list[str]:
+    """The QEMU command line for one VM; QEMU is started with `vm_dir` as its working directory.
+    A `cloud` image boots from its own bootloader and reads a NoCloud seed.iso."""
     cpu = ["-cpu", "host"] if accel == "kvm" else []
+    kernel = [] if cloud else ["-kernel", str(image_dir / "vmlinuz"), "-initrd", str(image_dir / "initrd.img"),
+                               "-append", KERNEL_CMDLINE]
+    seed = vm_dir / ("seed.iso" if cloud else "seed.img")
     return [
         "qemu-system-x86_64",
         "-name", f"labkit-{name}",
         "-M", "pc", "-accel", accel, *cpu,
         "-m", str(memory), "-smp", str(cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-kernel", str(image_dir / "vmlinuz"),
-        "-initrd", str(image_dir / "initrd.img"),
-        "-append", KERNEL_CMDLINE,
+        *kernel,
         "-drive", f"file={vm_dir / 'disk.qcow2'},format=qcow2,if=virtio",
-        "-drive", f"file={vm_dir / 'seed.img'},format=raw,if=virtio,readonly=on",
+        "-drive", f"file={seed},format=raw,if=virtio,readonly=on",
         "-netdev", f"user,id=net0,hostfwd=tcp:{HOST}:{port}-:22",
         "-device", "virtio-net-pci,netdev=net0",
         "-device", "virtio-rng-pci",
@@ -142,23 +154,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ssh_banner(port: int, timeout: float, interval: float = 0.3) -> bool:
+def ssh_banner(port: int, timeout: float, interval: float = 0.3, limit: int = PROBE_LIMIT) -> bool:
     """Whether sshd answers on the forwarded port within `timeout`.
 
     QEMU accepts the TCP connection itself before the guest listens, and a connection made too
     early stays silent even once sshd is up; so a new one is opened every `interval` and the
-    first `SSH-` banner on any of them counts."""
+    first `SSH-` banner on any of them counts. The interval grows to 2 s and at most `limit`
+    connections stay open (a new one replaces the oldest): a flood of unanswered connections
+    keeps a slow guest's sshd forking and makes it refuse them all ("Exceeded MaxStartups")."""
     deadline = time.monotonic() + timeout
     pending: list[socket.socket] = []
     next_connect = 0.0
     try:
         while (now := time.monotonic()) < deadline:
             if now >= next_connect:
+                if len(pending) >= limit:
+                    pending.pop(0).close()
                 sock = socket.socket()
                 sock.setblocking(False)
                 sock.connect_ex((HOST, port))
                 pending.append(sock)
                 next_connect = now + interval
+                interval = min(interval * 1.5, 2.0)
             for sock in select.select(pending, [], [], min(interval, deadline - now))[0]:
                 try:
                     if sock.recv(64).startswith(b"SSH-"):
@@ -208,15 +225,7 @@ def _wait_exit(pid: int, vm_dir: Path, timeout: float) -> bool:
     return True
 
 
-def _run_tool(argv: list[str], what: str, timeout: float = 60) -> None:
-    """Run a short host tool; a failure stops provisioning with the tool's own message."""
-    argv = [vmimage.find_tool(argv[0]), *argv[1:]]
-    try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise TargetError(f"{what} timed out after {timeout} s.", f"Command: {' '.join(argv)}") from None
-    if done.returncode != 0:
-        raise TargetError(f"{what} failed: {done.stderr.strip() or done.stdout.strip()}", f"Command: {' '.join(argv)}")
+_run_tool = vmimage.run_tool
 
 
 class QemuProvider:
@@ -362,23 +371,33 @@ class QemuProvider:
     def _create(self, vm: str) -> None:
         """Make the VM directory: overlay disk on the cached image, fresh keys, seed disk."""
         image = self.settings["vms"][vm]
-        user = vmimage.recipe_for(self.settings, image)["user"]
-        image_dir = self.build_image(image)
+        recipe = vmimage.recipe_for(self.settings, image)
+        user, cloud = recipe["user"], cloudimage.is_cloud(recipe)
+        download = cloudimage.fetch(self.settings, image, self.progress) if cloud else None
+        image_dir = download.path if download else self.build_image(image)
         self.progress(f"Creating VM {vm}: overlay disk, keys and seed disk")
         vm_dir = self._vm_dir(vm)
         shutil.rmtree(vm_dir, ignore_errors=True)
         vm_dir.mkdir(mode=0o700, parents=True)
         try:
-            _run_tool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image_dir / "rootfs.img"), "-F", "raw",
-                       str(vm_dir / "disk.qcow2")], "Creating the overlay disk")
+            if download:
+                cloudimage.create_overlay(download, vm_dir / "disk.qcow2", vmimage.parse_size(self.settings["disk_size"]))
+            else:
+                _run_tool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image_dir / "rootfs.img"), "-F", "raw",
+                           str(vm_dir / "disk.qcow2")], "Creating the overlay disk")
             for key, comment in (("id_ed25519", f"labkit-{vm}"), ("ssh_host_ed25519_key", f"root@{vm}")):
                 _run_tool(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(vm_dir / key)],
                           f"Generating {key}")
                 os.chmod(vm_dir / key, 0o600)
-            self._write_seed(vm, user)
+            if download:
+                values = cloudimage.seed_values(vm, recipe, (vm_dir / "id_ed25519.pub").read_text(),
+                                                vm_dir / "ssh_host_ed25519_key")
+                cloudimage.write_seed(vm_dir / "seed.iso", cloudimage.render_seed(values))
+            else:
+                self._write_seed(vm, user)
             image_id = json.loads((image_dir / "image.json").read_text())["id"]
             self._save_meta(vm, {"name": vm, "image": image, "image_dir": str(image_dir), "image_id": image_id,
-                                 "user": user, "port": 0})
+                                 "user": user, "port": 0, "source": "cloud" if cloud else "mmdebstrap"})
         except BaseException:
             shutil.rmtree(vm_dir, ignore_errors=True)
             raise
@@ -435,7 +454,8 @@ class QemuProvider:
             for stale in ("qemu.pid", "qmp.sock"):
                 (vm_dir / stale).unlink(missing_ok=True)
             self._pin_host_key(vm, port)
-            argv = qemu_argv(vm, vm_dir, image_dir, port, int(self.settings["memory"]), int(self.settings["cpus"]), accel)
+            argv = qemu_argv(vm, vm_dir, image_dir, port, int(self.settings["memory"]), int(self.settings["cpus"]), accel,
+                             cloud=meta.get("source") == "cloud")
             started = time.monotonic()
             try:
                 done = subprocess.run(argv, cwd=vm_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
@@ -458,9 +478,10 @@ class QemuProvider:
         """Poll for the SSH banner until boot_timeout; kill QEMU and name the serial log on failure."""
         vm_dir = self._vm_dir(vm)
         serial = vm_dir / "serial.log"
-        timeout = float(self.settings["boot_timeout"])
+        cloud = self._meta(vm).get("source") == "cloud"
+        timeout = float(self.settings["cloud_boot_timeout" if cloud else "boot_timeout"])
         next_note = time.monotonic() + PROGRESS_EVERY
-        while not ssh_banner(port, timeout=2.0):
+        while not ssh_banner(port, timeout=PROBE_WINDOW):
             now = time.monotonic()
             if not _pid_alive(pid, vm_dir):
                 raise TargetError(f"VM '{vm}' stopped while booting.", f"See its serial console log: {serial}")
@@ -469,7 +490,8 @@ class QemuProvider:
                 raise TargetError(f"VM '{vm}' did not answer on SSH within {timeout:.0f} s.",
                                   f"See its serial console log: {serial}")
             if now >= next_note:
-                self.progress(f"Waiting for {vm} to answer on SSH ({now - started:.0f} s)")
+                cloud_note = f"; cloud-init sets it up first, allowing {timeout:.0f} s" if cloud else ""
+                self.progress(f"Waiting for {vm} to answer on SSH ({now - started:.0f} s){cloud_note}")
                 next_note = now + PROGRESS_EVERY
 
     # -- stopping -------------------------------------------------------------------------------

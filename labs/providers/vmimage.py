@@ -214,6 +214,7 @@ TOOL_PACKAGES = {
     "tune2fs": "e2fsprogs", "e2fsck": "e2fsprogs", "mke2fs": "e2fsprogs",
     "qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils",
     "ssh-keygen": "openssh-client", "ssh": "openssh-client",
+    "genisoimage": "genisoimage",
 }
 
 
@@ -223,6 +224,18 @@ def find_tool(name: str) -> str:
     if not found:
         raise TargetError(f"{name} not found.", f"Install it: sudo apt-get install {TOOL_PACKAGES[name]}")
     return found
+
+
+def run_tool(argv: list[str], what: str, timeout: float = 60) -> str:
+    """Run a short host tool and return its output; a failure stops provisioning with the tool's own message."""
+    argv = [find_tool(argv[0]), *argv[1:]]
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TargetError(f"{what} timed out after {timeout} s.", f"Command: {' '.join(argv)}") from None
+    if done.returncode != 0:
+        raise TargetError(f"{what} failed: {done.stderr.strip() or done.stdout.strip()}", f"Command: {' '.join(argv)}")
+    return done.stdout
 
 
 def check_tools() -> None:

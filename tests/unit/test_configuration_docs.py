@@ -40,6 +40,9 @@ HOLDERS: dict[tuple[str, str, str], list[str]] = {
     ("providers/__init__.py", "*", "bakerx_settings"): ["bakerx"],
     ("providers/qemu.py", "*", "settings"): ["vm"],
     ("providers/vmimage.py", "*", "settings"): ["vm"],
+    ("providers/cloudimage.py", "*", "settings"): ["vm"],
+    ("providers/imagecache.py", "*", "settings"): ["vm"],
+    ("cli.py", "cache_table", "vm_settings"): ["vm"],
     ("providers/bakerx.py", "*", "settings"): ["bakerx"],
     ("providers/bakerx.py", "*", "spec"): ["bakerx.vms.*"],
     ("setup.py", "*", "vm_settings"): ["vm"],
@@ -48,7 +51,9 @@ HOLDERS: dict[tuple[str, str, str], list[str]] = {
 # Variables that look like configuration holders wherever they appear; `x.settings` and `x.config` too.
 HOLDER_NAME = re.compile(r"^(config|settings|\w+_settings)$")
 # Templates and the section their variables come from.
-TEMPLATE_SECTIONS = {"container.sh.j2": "chroot.container_sh", "Dockerfile.j2": "docker.dockerfile"}
+TEMPLATE_SECTIONS = {"container.sh.j2": "chroot.container_sh", "Dockerfile.j2": "docker.dockerfile",
+                     # Per-VM values (labs.providers.cloudimage.seed_values), no configuration.
+                     "cloud-init-user-data.j2": None, "cloud-init-meta-data.j2": None}
 # Templates filled from a run's results, not from settings.
 REPORT_TEMPLATES = {"class-page.html.j2"}
 # Values the code reads from a settings dict that are not configuration keys, and where they come from.
@@ -152,6 +157,8 @@ def template_reads() -> dict[str, list[str]]:
         if template.name in REPORT_TEMPLATES:
             continue
         assert template.name in TEMPLATE_SECTIONS, f"{template.name}: add its configuration section to TEMPLATE_SECTIONS"
+        if TEMPLATE_SECTIONS[template.name] is None:
+            continue
         for name in jinja2.meta.find_undeclared_variables(environment.parse(template.read_text())):
             reads.setdefault(f"{TEMPLATE_SECTIONS[template.name]}.{name}", []).append(f"templates/{template.name}")
     return reads

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import select
 import socket
 import tarfile
 import threading
@@ -155,7 +156,7 @@ def test_unwritable_cache_dir_is_a_target_error(tmp_path):
 
 def test_defaults_document_every_setting():
     assert set(DEFAULTS) == {"cache_dir", "state_dir", "memory", "cpus", "disk_size", "boot_timeout", "build_timeout",
-                             "mirror", "suite", "accel", "images", "vms"}
+                             "mirror", "suite", "accel", "images", "vms", "cloud_boot_timeout"}
     assert DEFAULTS["vms"]["con0"] == "chroot" and DEFAULTS["mirror"] == "http://deb.debian.org/debian"
 
 
@@ -209,6 +210,42 @@ def test_only_an_ssh_banner_counts_as_ready():
     assert ssh_banner(port, timeout=2.0)
     port = _serve_once(b"")  # accepted but silent, like QEMU's forwarder before sshd runs
     assert not ssh_banner(port, timeout=0.5)
+
+
+def test_waiting_for_sshd_keeps_few_connections_open():
+    """A silent listener, like a guest whose sshd is slow: the probes must not pile up on it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.setblocking(False)
+    seen, most, stop = [0], [0], threading.Event()
+
+    def watch():
+        open_ones = []
+        while not stop.is_set():
+            ready = select.select([server, *open_ones], [], [], 0.05)[0]
+            for sock in ready:
+                if sock is server:
+                    open_ones.append(server.accept()[0])
+                    seen[0] += 1
+                elif not sock.recv(64):
+                    open_ones.remove(sock)
+                    sock.close()
+            most[0] = max(most[0], len(open_ones))
+        for sock in open_ones:
+            sock.close()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        assert not ssh_banner(server.getsockname()[1], timeout=4.0)
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    # At 0, 0.3, 0.75, 1.4, 2.4 and 3.9 s at the most, and never more than four at once (a fixed
+    # 0.3 s interval without a limit would hold some thirteen open).
+    assert 2 <= seen[0] <= 6 and most[0] <= 4
 
 
 def test_a_hung_build_step_is_stopped_at_its_timeout(tmp_path):
