@@ -342,22 +342,24 @@ rm -f "$DOCKERFILE" && echo "removed $DOCKERFILE"
         Step("install", "Install Docker", "The recommended way is Docker's own packages; in the interest of time, "
              "the workshop pipes get.docker.com into sh.", install_docker, INSTALL_CHECKS),
         Step("group", "Use Docker without sudo", "Add yourself to the docker group; it applies to new logins only, "
-             "so log out and back in.", join_docker_group, GROUP_CHECKS),
+             "so log out and back in.", join_docker_group, GROUP_CHECKS, needs=("install",)),
         Step("hello-world", "Verify you can run docker", "`docker run hello-world` pulls a tiny image and runs it.",
-             hello_world, (HELLO_CHECK,)),
-        Step("pull", "Pull an ubuntu image", "`docker pull ubuntu:18.04` fetches the image's layers.", pull_base, (PULL_CHECK,)),
+             hello_world, (HELLO_CHECK,), needs=("install",)),
+        Step("pull", "Pull an ubuntu image", "`docker pull ubuntu:18.04` fetches the image's layers.", pull_base, (PULL_CHECK,),
+             needs=("install",)),
         Step("images", "Check the size of the images", "`docker images` lists the images on the machine with their sizes.",
-             list_images, (IMAGES_CHECK,), demonstration=True),
+             list_images, (IMAGES_CHECK,), demonstration=True, needs=("pull",)),
         Step("run-shell", "Create a simple container", "`-i` keeps stdin open and `-t` allocates a terminal: together "
              "they give a shell in a private snapshot of the image.", run_shell, (RUN_SHELL_CHECK,),
-             interactive=True, demonstration=True, shell='docker run --rm -it "$BASE_IMAGE" sh'),
+             interactive=True, demonstration=True, shell='docker run --rm -it "$BASE_IMAGE" sh', needs=("pull",)),
         Step("isolation", "Oh no, what have we done?", "Delete everything inside a container, then start a new one: "
-             "the image itself is untouched.", isolation, (ISOLATION_CHECK,), destructive=True, demonstration=True),
+             "the image itself is untouched.", isolation, (ISOLATION_CHECK,), destructive=True, demonstration=True,
+             needs=("pull",)),
         Step("dockerfile", "Create a Dockerfile", "A Dockerfile lists the instructions that build an image.",
              write_dockerfile, (DOCKERFILE_CHECK,)),
         Step("build", "Build the java11 image", "`docker build -t java11 .` runs each instruction in a container "
-             "and commits the result as a layer.", build, (BUILD_CHECK,)),
+             "and commits the result as a layer.", build, (BUILD_CHECK,), needs=("install",)),
         Step("run-mvn", "Run mvn in the image", "`docker run java11 mvn` runs Maven from the image.", run_mvn, (MVN_CHECK,),
-             demonstration=True),
+             demonstration=True, needs=("build",)),
     ),
 )
