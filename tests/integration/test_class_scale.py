@@ -33,8 +33,8 @@ CONNECT_TIMEOUT, CHECK_TIMEOUT = 5, 10
 FAILURES = {
     "dead-1": ("unreachable", "Cannot connect"),
     "dead-2": ("unreachable", "Cannot connect"),
-    "wrong-key-1": ("unreachable", "refused the SSH login"),
-    "wrong-key-2": ("unreachable", "refused the SSH login"),
+    "wrong-key-1": ("unreachable", "answered and refused the login"),
+    "wrong-key-2": ("unreachable", "answered and refused the login"),
     "silent": ("unreachable", "No SSH server answered"),
     "changed-host-key": ("unreachable", "is not the one pinned"),
     "missing-key": ("unreachable", "does not exist"),
