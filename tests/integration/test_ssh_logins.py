@@ -99,11 +99,16 @@ print(remote.run("echo second").stdout.strip())
 """
 
 
+def twice_on_a_terminal(sshd, tmp_path, locked) -> Terminal:
+    """TWICE on a pseudo-terminal, without ssh-agent."""
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    return Terminal([sys.executable, "-c", TWICE, f"{sshd.user}@127.0.0.1:{sshd.port}", str(locked),
+                     str(tmp_path / "state")], dict(env, PYTHONPATH=str(cli.REPO)))
+
+
 def test_an_encrypted_key_is_asked_for_once_on_a_terminal_and_never_shown(sshd, tmp_path):
     locked = encrypted_copy(sshd.client_key, tmp_path)
-    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
-    terminal = Terminal([sys.executable, "-c", TWICE, f"{sshd.user}@127.0.0.1:{sshd.port}", str(locked),
-                         str(tmp_path / "state")], dict(env, PYTHONPATH=str(cli.REPO)))
+    terminal = twice_on_a_terminal(sshd, tmp_path, locked)
     try:
         terminal.expect(f"Passphrase for {locked}:", timeout=30)
         terminal.send(PASSPHRASE + "\n")
@@ -116,10 +121,7 @@ def test_an_encrypted_key_is_asked_for_once_on_a_terminal_and_never_shown(sshd, 
 
 
 def test_a_wrong_passphrase_is_named(sshd, tmp_path):
-    locked = encrypted_copy(sshd.client_key, tmp_path)
-    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
-    terminal = Terminal([sys.executable, "-c", TWICE, f"{sshd.user}@127.0.0.1:{sshd.port}", str(locked),
-                         str(tmp_path / "state")], dict(env, PYTHONPATH=str(cli.REPO)))
+    terminal = twice_on_a_terminal(sshd, tmp_path, encrypted_copy(sshd.client_key, tmp_path))
     try:
         terminal.expect("Passphrase for", timeout=30)
         terminal.send("not it\n")
