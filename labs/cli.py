@@ -73,6 +73,7 @@ DEFAULTS = {
         "allow_destructive": False,
         "images": {"hello": "hello-world", "base": "ubuntu:18.04"},
         "tag": "java11",
+        "build_timeout": 3600,
         "expect": {"hello": "Hello from Docker!", "mvn": "Apache Maven"},
         "dockerfile": {
             "apt_update": True,

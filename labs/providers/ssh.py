@@ -42,6 +42,10 @@ class Unreachable(TargetError):
     """No SSH session could be opened; unlike a refused login or a changed host key, this may pass."""
 
 
+class CommandTimedOutError(TargetError):
+    """A command overran its timeout and was ended on the target (a step may explain why)."""
+
+
 class ConnectionLost(TargetError):
     """The connection broke while a command ran: what the command did on the target is unknown."""
 
@@ -374,10 +378,10 @@ class Remote:
         return ConnectionLost(f"The SSH connection to {self.target.name} was lost ({error or type(error).__name__}).",
                               "Check that the machine is still up (inv vm.status) and run the lab again.")
 
-    def _timed_out(self, connection: Connection, token: str, timeout: float | None) -> TargetError:
+    def _timed_out(self, connection: Connection, token: str, timeout: float | None) -> CommandTimedOutError:
         """The command overran: end its processes on the target, so nothing of it goes on unseen."""
         _stop_run(connection.client, token, sudo=self.target.user != "root", timeout=self.connect_timeout)
-        return TargetError(f"A command on {self.target.name} did not finish within {timeout or self.command_timeout:g}s.",
+        return CommandTimedOutError(f"A command on {self.target.name} did not finish within {timeout or self.command_timeout:g}s.",
                            "The machine may be overloaded or the command waits for input; try again, or raise "
                            "target.command_timeout (target.check_timeout for --inventory).")
 
