@@ -185,7 +185,7 @@ case "$(uname -m):$cpu" in
   x86_64:x86_64|x86_64:i386|i?86:i386|aarch64:aarch64|aarch64:arm|arm*:arm|riscv64:riscv) ;;
   *) echo "rootfs/bin/busybox is built for $cpu; this machine is $(uname -m)"; echo "labkit-cause cpu"; exit 1;;
 esac
-loader=$(tr -c '[:print:]' '\\n' < "$bb" | grep -e '^/lib[^ ]*/ld-' | head -n 1)
+loader=$(tr -cs 'A-Za-z0-9/._-' '\\n' < "$bb" | grep -e '^/lib[^ ]*/ld-' | head -n 1)
 if [ -n "$loader" ]; then
   [ -e "$ROOTFS$loader" ] && where="present" || where="missing"
   echo "rootfs/bin/busybox is dynamically linked: it needs $loader ($where in the rootfs) and its libraries"
