@@ -175,6 +175,8 @@ class Runner:
         step_status: dict[str, str] = {}
         for step in steps:
             waiting = [need for need in step.needs if step_status.get(need, PASS) != PASS]
+            # A check that did not finish means the checking broke, not the student's work: stop there.
+            waiting += [earlier for earlier, status in step_status.items() if status == ERROR][:1]
             mine = []
             for check in step.checks:
                 if waiting:
