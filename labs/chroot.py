@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import StepFailed
-from .model import Check, Lab, Step
+from .model import Cause, Check, Lab, Step
 from .runner import StepContext
 from .templates import render
 
@@ -163,29 +164,110 @@ def install_busybox(ctx: StepContext) -> None:
         ctx.read(f"rm -f {staged}")
 
 
+# Why a file that is there and executable does not run as busybox in the chroot. `od` reads the
+# ELF header: byte 4 is the class (1: 32-bit, 2: 64-bit), bytes 18-19 the machine (e_machine).
+BUSYBOX_RUNS = """bb="$ROOTFS/bin/busybox"
+out=$(chroot "$ROOTFS" /bin/busybox --help 2>&1)
+first=$(printf '%s\\n' "$out" | head -n 1)
+case "$first" in BusyBox*) echo "$first"; exit 0;; esac
+printf '%s\\n' "$out" | tail -n 3
+size=$(wc -c < "$bb" | tr -d ' ')
+[ "$size" -gt 0 ] || { echo "rootfs/bin/busybox is empty (0 bytes)"; echo "labkit-cause empty"; exit 1; }
+magic=$(od -An -c -N4 "$bb" | tr -d ' ')
+if [ "$magic" != '177ELF' ]; then
+  echo "rootfs/bin/busybox is $size bytes of something else; it starts with: $(head -n 1 "$bb" | cut -c1-60)"
+  if head -n 20 "$bb" | grep -qi -e '<html' -e '<!doctype' -e '<head'; then echo "labkit-cause html"; else echo "labkit-cause not-elf"; fi
+  exit 1
+fi
+machine=$(od -An -tu1 -j18 -N1 "$bb" | tr -d ' ')
+case "$machine" in 3) cpu=i386;; 62) cpu=x86_64;; 40) cpu=arm;; 183) cpu=aarch64;; 243) cpu=riscv;; 8) cpu=mips;; 20|21) cpu=powerpc;; *) cpu="machine $machine";; esac
+case "$(uname -m):$cpu" in
+  x86_64:x86_64|x86_64:i386|i?86:i386|aarch64:aarch64|aarch64:arm|arm*:arm|riscv64:riscv) ;;
+  *) echo "rootfs/bin/busybox is built for $cpu; this machine is $(uname -m)"; echo "labkit-cause cpu"; exit 1;;
+esac
+loader=$(tr -cs 'A-Za-z0-9/._-' '\\n' < "$bb" | grep -e '^/lib[^ ]*/ld-' | head -n 1)
+if [ -n "$loader" ]; then
+  [ -e "$ROOTFS$loader" ] && where="present" || where="missing"
+  echo "rootfs/bin/busybox is dynamically linked: it needs $loader ($where in the rootfs) and its libraries"
+  echo "labkit-cause dynamic"; exit 1
+fi
+echo "rootfs/bin/busybox does not run as busybox in the chroot"
+exit 1
+"""
+
 BUSYBOX_CHECKS = (
     Check("busybox.present", '[ -f "$ROOTFS/bin/busybox" ] || { echo "no file rootfs/bin/busybox"; exit 1; }',
           "rootfs/bin/busybox is missing.",
           "Download it: wget <the workshop's busybox URL> -O rootfs/bin/busybox (or inv lab.chroot --only busybox)."),
     Check("busybox.executable", '[ -x "$ROOTFS/bin/busybox" ] || { echo "rootfs/bin/busybox is not executable"; exit 1; }',
           "rootfs/bin/busybox is not executable.", "Make it executable: chmod +x rootfs/bin/busybox"),
-    Check("busybox.runs",
-          'chroot "$ROOTFS" /bin/busybox --help 2>&1 | head -n 1 | grep "^BusyBox" '
-          '|| { echo "rootfs/bin/busybox does not run as busybox in the chroot"; exit 1; }',
+    Check("busybox.runs", BUSYBOX_RUNS,
           "rootfs/bin/busybox does not run as busybox inside the rootfs.",
-          "It must be a static busybox for this CPU: download it again, or copy a static build (Debian: busybox-static)."),
+          "It must be a static busybox for this CPU: download it again, or copy a static build (Debian: busybox-static).",
+          causes=(
+              Cause("empty", "rootfs/bin/busybox is an empty file: the download failed or was cut off.",
+                    "Download it again (wget URL -O rootfs/bin/busybox) and check its size with ls -l; "
+                    "behind a proxy or offline, copy a static busybox from another machine."),
+              Cause("html", "rootfs/bin/busybox is a web page (HTML), not a program: the download saved an error "
+                            "or redirect page.",
+                    "Download the binary itself (the busybox-i686 file, not the page listing it), e.g. "
+                    "wget https://www.busybox.net/downloads/binaries/1.31.0-defconfig-multiarch-musl/busybox-i686 -O rootfs/bin/busybox"),
+              Cause("not-elf", "rootfs/bin/busybox is not a program (not an ELF binary).",
+                    "Replace it with the busybox binary itself: wget the busybox-i686 file again."),
+              Cause("cpu", "rootfs/bin/busybox is built for another CPU than this machine's.",
+                    "Download the build for this machine (uname -m: x86_64 runs the workshop's busybox-i686; "
+                    "aarch64 needs busybox-armv8l)."),
+              Cause("dynamic", "rootfs/bin/busybox is dynamically linked, and the rootfs has no C library for it.",
+                    "Use a static busybox: the workshop's busybox-i686 download, or Debian's busybox-static "
+                    "(/bin/busybox), not the busybox package or a binary copied from /bin."),
+          )),
 )
 
 # --- symlinks -----------------------------------------------------------------------------------
 
+# Shared folders of VirtualBox, VMware, QEMU (9p, virtiofs) and network shares: no symlinks there.
+SHARED_FOLDER_TYPES = "vboxsf 9p virtiofs vmhgfs fuse.vmhgfs-fuse prl_fs cifs smb3"
+
+SYMLINKS_SCRIPT = """fs_type() { awk -v p="$1/" '{ m = $2 "/"; if (m == "//") m = "/"; if (index(p, m) == 1 && length(m) >= best) { best = length(m); t = $3 } } END { print t }' /proc/mounts; }
+missing=""; copies=""
+for applet in sh ls touch; do
+  [ -L "$ROOTFS/bin/$applet" ] && continue
+  missing="$missing bin/$applet"; [ -f "$ROOTFS/bin/$applet" ] && copies="$copies bin/$applet"
+done
+if [ -n "$missing" ]; then
+  echo "no symlinks for:$missing"
+  type=$(fs_type "$ROOTFS")
+  for shared in """ + SHARED_FOLDER_TYPES + """; do
+    [ "$type" = "$shared" ] && { echo "rootfs is on a $type file system"; echo "labkit-cause shared-folder"; exit 1; }
+  done
+  [ -z "$copies" ] || { echo "regular files (hard links or copies), not symlinks:$copies"; echo "labkit-cause hard-links"; }
+  exit 1
+fi
+if ! out=$(chroot "$ROOTFS" /bin/ls / 2>&1); then
+  printf '%s\\n' "$out" | tail -n 2
+  for link in "$ROOTFS"/bin/* "$ROOTFS"/sbin/* "$ROOTFS"/usr/bin/* "$ROOTFS"/usr/sbin/*; do
+    [ -L "$link" ] || continue
+    to=$(readlink "$link")
+    case "$to" in /*) [ -e "$ROOTFS$to" ] || { echo "${link#"$WORKDIR"/} -> $to: no such file inside the rootfs"; echo "labkit-cause outside"; exit 1; };; esac
+  done
+  echo "rootfs/bin/ls does not run in the chroot"; exit 1
+fi
+echo "applet symlinks installed"
+"""
+
 SYMLINKS_CHECK = Check(
-    "symlinks.installed",
-    'missing=""\nfor applet in sh ls touch; do [ -L "$ROOTFS/bin/$applet" ] || missing="$missing bin/$applet"; done\n'
-    '[ -z "$missing" ] || { echo "no symlinks for:$missing"; exit 1; }\n'
-    'chroot "$ROOTFS" /bin/ls / >/dev/null || { echo "rootfs/bin/ls does not run in the chroot"; exit 1; }\n'
-    'echo "applet symlinks installed"',
+    "symlinks.installed", SYMLINKS_SCRIPT,
     "The busybox applet symlinks are not installed in the rootfs.",
     "Install them: chroot rootfs /bin/busybox --install -s",
+    causes=(
+        Cause("outside", "The applet symlinks point to a path outside the rootfs, which does not exist in the chroot.",
+              "Remove them (find rootfs -type l -delete) and install them from inside: chroot rootfs /bin/busybox --install -s"),
+        Cause("hard-links", "The applets are hard links or copies, not symlinks (busybox --install without -s).",
+              "Remove them and install symlinks: chroot rootfs /bin/busybox --install -s"),
+        Cause("shared-folder", "The rootfs is inside a shared folder (VirtualBox vboxsf, 9p, virtiofs, a network share), "
+                               "where symlinks cannot be made.",
+              "Make the rootfs on the VM's own disk, e.g. in your home directory (cd ~ && mkdir rootfs), not under /vagrant or a mount of the host."),
+    ),
 )
 
 # --- chroot-shell -------------------------------------------------------------------------------
@@ -241,12 +323,33 @@ CONTAINER_SCRIPT_CHECKS = (
           "container.sh is missing.", "Create container.sh next to rootfs, with the workshop's content."),
     Check("container-script.executable", '[ -x "$SCRIPT" ] || { echo "$SCRIPT is not executable"; exit 1; }',
           "container.sh is not executable.", "Make it executable: chmod +x container.sh"),
-    Check("container-script.interpreter",
-          'line=$(head -n 1 "$SCRIPT")\ncase "$line" in "#!"*) ;; *) echo "no #! line"; exit 1;; esac\n'
-          'interpreter=$(echo "${line#??}" | sed "s/^ *//; s/ .*//")\n'
-          '[ -x "$interpreter" ] || { echo "interpreter $interpreter does not exist here"; exit 1; }\necho "#!$interpreter"',
+    Check("container-script.interpreter", r"""cr=$(printf '\r')
+crlf=$(grep -c "$cr" "$SCRIPT")
+[ "$crlf" -eq 0 ] || { echo "$crlf lines end with CR LF (Windows line endings)"; echo "labkit-cause crlf"; exit 1; }
+line=$(head -n 1 "$SCRIPT")
+case "$(od -An -tx1 -N3 "$SCRIPT" | tr -d ' ')" in efbbbf) echo "the file starts with a byte order mark (EF BB BF) before #!"; echo "labkit-cause bom"; exit 1;; esac
+case "$line" in "#!"*) ;; *) echo "first line: $line"; echo "labkit-cause no-shebang"; exit 1;; esac
+interpreter=$(echo "${line#??}" | sed "s/^ *//; s/ .*//")
+if [ ! -x "$interpreter" ]; then
+  echo "interpreter $interpreter does not exist here"
+  [ "$interpreter" != /bin/ash ] || echo "labkit-cause ash"
+  exit 1
+fi
+echo "#!$interpreter"
+""",
           "The interpreter on container.sh's first line does not exist on this machine.",
-          "Alpine has /bin/ash; elsewhere start the script with #!/bin/sh."),
+          "Start the script with #!/bin/sh (or the path of a shell that exists here: ls -l /bin/sh).",
+          causes=(
+              Cause("crlf", "container.sh has Windows line endings (CR LF): the kernel looks for an interpreter "
+                            "named 'sh\\r' and every command gets a stray CR.",
+                    "Convert it: dos2unix container.sh, or sed -i 's/\\r$//' container.sh (set your editor to LF line endings)."),
+              Cause("bom", "container.sh starts with a byte order mark (saved as 'UTF-8 with BOM'), so its first line is not #!.",
+                    "Save it as UTF-8 without BOM, or remove the mark: sed -i '1s/^\\xEF\\xBB\\xBF//' container.sh"),
+              Cause("no-shebang", "container.sh does not start with a #! line naming its interpreter.",
+                    "Make #!/bin/sh the very first line (no blank line or comment before it)."),
+              Cause("ash", "container.sh starts with #!/bin/ash, which only Alpine (and busybox installs) have; this machine has none.",
+                    "Use #!/bin/sh here: the workshop's #!/bin/ash is for Alpine."),
+          )),
 )
 
 # --- overlay ------------------------------------------------------------------------------------
@@ -259,21 +362,64 @@ CONTAINER_PROBE = """container() {
 upper_of() { find /tmp -xdev -name "labkit-probe-$1" 2>/dev/null | head -n 1; }
 """
 
+# Why a container of container.sh failed: its own output says it, the kernel's log often says more
+# (overlayfs explains a refused mount there), and the script's text shows the common slips.
+OVERLAY_DIAGNOSIS = r"""lk_kernel=$(dmesg 2>/dev/null | grep -c 'overlayfs:')
+diagnose() {
+  printf '%s\n' "$1" | grep -v '^ *$' | tail -n 5
+  kernel=$(dmesg 2>/dev/null | grep 'overlayfs:' | tail -n +$((lk_kernel + 1)) | tail -n 1)
+  [ -z "$kernel" ] || echo "kernel: ${kernel#*] }"
+  code=$(grep -v '^[[:space:]]*#' "$SCRIPT")
+  case "$1 $kernel" in
+    *"type 'overlayfs'"*) echo "labkit-cause type";;
+    *"missing 'workdir'"*) echo "labkit-cause workdir";;
+    *"same mount"*) echo "labkit-cause same-fs";;
+    *"not supported as upperdir"*|*"upper fs"*) echo "labkit-cause upper-fs";;
+    *) if printf '%s\n' "$code" | grep -q -e '-t[[:space:]]*overlayfs'; then echo "labkit-cause type"
+       elif printf '%s\n' "$code" | grep -q 'upperdir=' && ! printf '%s\n' "$code" | grep -q 'workdir='; then echo "labkit-cause workdir"
+       fi;;
+  esac
+  echo "container.sh failed"; exit 1
+}
+"""
+
 OVERLAY_CHECK = Check(
     "overlay.isolated",
     # The namespace makes the rootfs read-only, so it is unchanged afterwards by construction: a
     # container.sh that writes into it fails here instead of leaving its probe in an upper dir.
-    in_private_namespace(CONTAINER_PROBE + """first=$(container 1) || { echo "$first" | tail -n 3; echo "container.sh failed"; exit 1; }
-second=$(container 2) || { echo "$second" | tail -n 3; echo "container.sh failed"; exit 1; }
+    in_private_namespace(CONTAINER_PROBE + OVERLAY_DIAGNOSIS + """first=$(container 1) || diagnose "$first"
+second=$(container 2) || diagnose "$second"
 one=$(upper_of 1); two=$(upper_of 2)
-[ -n "$one" ] && [ -n "$two" ] || { echo "files made in the containers are not in an upper directory under /tmp"; exit 1; }
+[ -n "$one" ] && [ -n "$two" ] || { printf '%s\\n' "$first" | tail -n 3; echo "files made in the containers are not in an upper directory under /tmp"; exit 1; }
 [ "${one%/*}" != "${two%/*}" ] || { echo "both containers share one upper directory"; exit 1; }
 case "$second" in *labkit-sees-probe-1*) echo "the second container sees the first one's file"; exit 1;; esac
 echo "two containers, own upper dirs ${one%/*} and ${two%/*}, rootfs unchanged"
 """),
     "container.sh does not give each container its own overlay snapshot of the rootfs.",
     "Mount an overlay with lowerdir=$ROOTFS and an upperdir/workdir under /tmp/$nonce, then chroot into the overlay.",
+    causes=(
+        Cause("type", "container.sh mounts a file system type that does not exist: the overlay type is called 'overlay'.",
+              "Write mount -t overlay (not overlayfs) in container.sh."),
+        Cause("workdir", "container.sh mounts the overlay without workdir=, which an overlay with an upperdir requires.",
+              "Add workdir=$TMP_BASE/$nonce/workdir to the -o options (an empty directory beside upper)."),
+        Cause("same-fs", "The overlay's upperdir and workdir are on different file systems; the kernel requires one.",
+              "Put upper and workdir side by side in one directory (/tmp/$nonce/upper and /tmp/$nonce/workdir)."),
+        Cause("upper-fs", "The overlay's upper directory is on a file system that cannot be an upperdir (a shared folder, say).",
+              "Keep upper and workdir under /tmp on the VM's own disk, not in a shared folder."),
+    ),
 )
+
+# Containers of the workshop's container.sh stay mounted after their shell exits: harmless for the
+# lab, but they add up. A warning, not a failure.
+OVERLAY_LEFTOVERS = Check(
+    "overlay.unmounted",
+    'found=$(awk \'$3 == "overlay" && $2 ~ "^/tmp/" { print $2 }\' /proc/mounts)\n'
+    'if [ -n "$found" ]; then echo "$found" | head -n 5; echo "$(echo "$found" | wc -l) overlays of earlier containers are mounted"; '
+    'echo "labkit-cause leftovers"; else echo "no container overlays left mounted"; fi',
+    "Overlays of earlier containers are still mounted under /tmp.",
+    "Unmount them when done: umount /tmp/<nonce>/overlay (or inv lab.reset chroot to start over).",
+)
+OVERLAY_LEFTOVERS = replace(OVERLAY_LEFTOVERS, causes=(Cause("leftovers", OVERLAY_LEFTOVERS.message, OVERLAY_LEFTOVERS.hint),))
 
 
 def overlay_demo(ctx: StepContext) -> None:
@@ -307,10 +453,14 @@ PROC_CHECKS = (
           "Mounting proc inside a container does not work.",
           "Inside a container: mkdir -p /proc && mount -t proc none /proc (busybox's mount applet is needed)."),
     Check("proc.unmounted",
-          'found=$(awk \'$3 == "proc" && $2 ~ "^/tmp/.*/overlay/proc$" { print $2 }\' /proc/mounts)\n'
-          '[ -z "$found" ] || { echo "still mounted: $found"; exit 1; }\necho "no proc mounted in a container"',
+          'found=$(awk -v r="$ROOTFS/proc" \'$3 == "proc" && ($2 ~ "^/tmp/.*/overlay/proc$" || $2 == r) { print $2 }\' /proc/mounts)\n'
+          '[ -z "$found" ] || { echo "still mounted: $found"; case "$found" in *"$ROOTFS/proc"*) echo "labkit-cause rootfs";; esac; exit 1; }\n'
+          'echo "no proc mounted in a container"',
           "A proc filesystem is still mounted inside a container: it exposes every process of the VM.",
-          "Unmount it: umount /tmp/<nonce>/overlay/proc"),
+          "Unmount it: umount /tmp/<nonce>/overlay/proc",
+          causes=(Cause("rootfs", "proc is mounted inside the rootfs itself (mounted in a plain chroot): every process "
+                                  "of the VM shows in the rootfs, and the next overlay sees it too.",
+                        "Unmount it: umount rootfs/proc (and mount proc only inside containers of container.sh)."),)),
 )
 
 
@@ -344,26 +494,28 @@ LAB = Lab(
              make_rootfs, (ROOTFS_CHECK,)),
         Step("busybox", "Put busybox into the rootfs",
              "Busybox is one static binary that acts as `sh`, `ls` and hundreds of other tools.",
-             install_busybox, BUSYBOX_CHECKS),
+             install_busybox, BUSYBOX_CHECKS, needs=("rootfs",)),
         Step("symlinks", "Install the busybox symlinks",
              "`busybox --install -s` creates a symlink for every applet, so `/bin/ls` runs busybox as `ls`.",
              lambda ctx: ctx.sh('chroot "$ROOTFS" /bin/busybox --install -s',
                                 show="chroot rootfs /bin/busybox --install -s"),
-             (SYMLINKS_CHECK,)),
+             (SYMLINKS_CHECK,), needs=("busybox",)),
         Step("chroot-shell", "Play with the container",
              "`chroot` runs a shell whose `/` is the rootfs. Files it creates land in the rootfs itself: "
              "our container's filesystem is mutable, so we can delete and mess up things.",
-             chroot_shell, CHROOT_SHELL_CHECKS, interactive=True, demonstration=True, shell=CHROOT_SHELL),
+             chroot_shell, CHROOT_SHELL_CHECKS, interactive=True, demonstration=True, shell=CHROOT_SHELL,
+             needs=("symlinks",)),
         Step("container-script", "Create container.sh",
              "container.sh creates a new snapshot of the filesystem every time it launches a container.",
              write_container_script, CONTAINER_SCRIPT_CHECKS),
         Step("overlay", "Run containers on an overlay filesystem",
              "The overlay keeps the rootfs read-only (the lower dir); each container's changes go to its "
              "own upper dir, and the merged view is the container's root.",
-             overlay_demo, (OVERLAY_CHECK,), interactive=True, demonstration=True, shell=OVERLAY_SHELL),
+             overlay_demo, (OVERLAY_CHECK, OVERLAY_LEFTOVERS), interactive=True, demonstration=True, shell=OVERLAY_SHELL,
+             needs=("symlinks", "container-script")),
         Step("proc", "Mount proc in a container, and see why not to",
              "With proc mounted, the container sees every process of the machine and could kill them: "
              "nothing isolates it yet (no pid namespace).",
-             proc_demo, PROC_CHECKS, demonstration=True),
+             proc_demo, PROC_CHECKS, demonstration=True, needs=("overlay",)),
     ),
 )

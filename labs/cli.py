@@ -76,6 +76,7 @@ DEFAULTS = {
         "allow_destructive": False,
         "images": {"hello": "hello-world", "base": "ubuntu:18.04"},
         "tag": "java11",
+        "build_timeout": 3600,
         "expect": {"hello": "Hello from Docker!", "mvn": "Apache Maven"},
         "dockerfile": {
             "apt_update": True,
@@ -164,10 +165,13 @@ def _connect(c, lab: str, console: Console, provider, vm, host, key, workdir) ->
         target = resolve(provider or config.target.provider, vm=vm or settings.vm, host=host, key=key,
                          workdir=workdir or settings.workdir, vm_settings=_plain(config.vm),
                          state_dir=state_dir(config), progress=progress, bakerx_settings=_plain(config.bakerx))
-    return Remote(target, connect_timeout=config.target.connect_timeout,
-                  command_timeout=config.target.command_timeout,
-                  reconnect_attempts=config.target.reconnect_attempts,
-                  reconnect_backoff=config.target.reconnect_backoff)
+    remote = Remote(target, connect_timeout=config.target.connect_timeout,
+                    command_timeout=config.target.command_timeout,
+                    reconnect_attempts=config.target.reconnect_attempts,
+                    reconnect_backoff=config.target.reconnect_backoff)
+    # Log in before the run's header is printed: a machine that cannot be reached gets its error alone.
+    remote.connection
+    return remote
 
 
 def _finish(report, report_path: str | None, lab: str) -> None:

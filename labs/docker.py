@@ -16,7 +16,8 @@ from pathlib import Path
 from shlex import quote
 
 from .errors import StepFailed, UsageError
-from .model import Check, Lab, Step
+from .model import Cause, Check, Lab, Step
+from .providers.ssh import CommandTimedOutError
 from .providers.target import LAB_VM_MARKER
 from .runner import StepContext
 from .templates import render
@@ -66,6 +67,7 @@ def variables(settings: dict, workdir: str) -> dict[str, str]:
     return {
         "DOCKERFILE": str(Path(workdir) / "Dockerfile"),
         "DOCKERFILE_DIGEST": hashlib.sha256(normalized_dockerfile(rendered).encode()).hexdigest(),
+        "DOCKERFILE_EXPECTED": normalized_dockerfile(rendered),
         "BASE_IMAGE": settings["images"]["base"],
         "HELLO_IMAGE": settings["images"]["hello"],
         "TAG": settings["tag"],
@@ -153,9 +155,21 @@ def install_docker(ctx: StepContext) -> None:
 
 
 INSTALL_CHECKS = (
-    Check("install.daemon", "docker version --format 'server {{.Server.Version}}'",
+    Check("install.daemon", r"""command -v docker >/dev/null || { echo "no docker command on this machine"; echo "labkit-cause not-installed"; exit 1; }
+out=$(docker version --format 'server {{.Server.Version}}' 2>&1) && { echo "$out"; exit 0; }
+printf '%s\n' "$out" | tail -n 3
+case "$out" in *"Cannot connect to the Docker daemon"*|*"daemon running"*|*"docker.sock"*) echo "labkit-cause daemon-down";; esac
+exit 1
+""",
           "The Docker daemon does not answer.",
-          "Install Docker (curl -sSL https://get.docker.com/ | sh) and make sure the daemon runs."),
+          "Install Docker (curl -sSL https://get.docker.com/ | sh) and make sure the daemon runs.",
+          causes=(
+              Cause("not-installed", "Docker is not installed: there is no docker command.",
+                    "Install it: curl -sSL https://get.docker.com/ | sh (or sudo apt-get install docker.io)."),
+              Cause("daemon-down", "Docker is installed, but its daemon (dockerd) is not running.",
+                    "Start it: sudo systemctl start docker (or sudo service docker start); "
+                    "if it stops again, read its log: journalctl -u docker."),
+          )),
     Check("install.mirror",
           '[ -z "$MIRROR" ] || docker info --format \'{{json .RegistryConfig.Mirrors}}\' | grep -F "${MIRROR%/}" '
           '|| { echo "the daemon does not use the mirror $MIRROR"; exit 1; }',
@@ -178,15 +192,63 @@ def join_docker_group(ctx: StepContext) -> None:
                                              "Check that the docker group exists and owns /var/run/docker.sock."))
 
 
+# The socket's permission bits as ls shows them (-rw-rw-rw- after chmod 666): the 9th says "others may write".
+SOCKET_OPEN = """sock=/var/run/docker.sock
+perm=$(ls -lL "$sock" 2>/dev/null | cut -c1-10)
+case "$perm" in ????????w?) open=yes;; *) open=;; esac
+"""
+
+GROUP_MEMBER = SOCKET_OPEN + r"""[ "$LOGIN_USER" != root ] || { echo "root needs no group"; exit 0; }
+groups=$(id -nG "$LOGIN_USER")
+echo "$LOGIN_USER is in the groups: $groups"
+if printf '%s\n' $groups | grep -qx docker; then
+  [ -z "$open" ] || { echo "$sock is $perm"; echo "labkit-cause socket-open"; }
+  exit 0
+fi
+echo "$LOGIN_USER is not in the docker group"
+grep -q '^docker:' /etc/group || { echo "there is no group named docker on this machine"; echo "labkit-cause no-group"; exit 1; }
+similar=$(printf '%s\n' $groups | grep -i docker | head -n 1)
+[ -z "$similar" ] || { echo "in the group $similar, which is not docker"; echo "labkit-cause similar"; exit 1; }
+[ -z "$open" ] || { echo "$sock is $perm: docker works only because the socket is open to every user"; echo "labkit-cause socket-instead"; }
+exit 1
+"""
+
+# Shells and SSH sessions of the login user that lack the docker group, though the user is in it:
+# started before `usermod -aG docker`, they keep their old groups until a new login.
+GROUP_SESSION = r"""runuser -u "$LOGIN_USER" -- docker ps -q >/dev/null || { echo "docker ps fails for $LOGIN_USER"; exit 1; }
+[ "$LOGIN_USER" != root ] || { echo "root needs no group"; exit 0; }
+gid=$(grep '^docker:' /etc/group | cut -d: -f3); uid=$(id -u "$LOGIN_USER")
+old=$(cat /proc/[0-9]*/status 2>/dev/null | awk -v uid="$uid" -v gid="$gid" '
+  function flush() { if (name ~ /^(sh|ash|dash|bash|zsh|ksh|fish|sshd|tmux.*|screen)$/ && u == uid && index(" " groups " ", " " gid " ") == 0) print pid "(" name ")" }
+  /^Name:/ { flush(); name = $2; pid = ""; u = ""; groups = "" }
+  /^Pid:/ { pid = $2 }
+  /^Uid:/ { u = $2 }
+  /^Groups:/ { $1 = ""; groups = $0 }
+  END { flush() }' | tr '\n' ' ')
+[ -z "$old" ] || { echo "a new login can use docker, but these processes of $LOGIN_USER started before it joined the group: $old"; echo "labkit-cause old-session"; exit 1; }
+echo "docker ps works for $LOGIN_USER in a new login"
+"""
+
 GROUP_CHECKS = (
-    Check("group.member",
-          '[ "$LOGIN_USER" = root ] || id -nG "$LOGIN_USER" | tr " " "\\n" | grep -qx docker '
-          '|| { echo "$LOGIN_USER is not in the docker group"; exit 1; }',
-          "Your user is not in the docker group.", "Add it: sudo usermod -aG docker $(whoami), then log out and back in."),
-    Check("group.session",
-          'runuser -u "$LOGIN_USER" -- docker ps -q >/dev/null || { echo "docker ps fails for $LOGIN_USER"; exit 1; }',
+    Check("group.member", GROUP_MEMBER,
+          "Your user is not in the docker group.", "Add it: sudo usermod -aG docker $(whoami), then log out and back in.",
+          causes=(
+              Cause("no-group", "There is no docker group on this machine (Docker's packages make it).",
+                    "Install Docker (it creates the group), or: sudo groupadd docker && sudo usermod -aG docker $(whoami)"),
+              Cause("similar", "Your user is in a group with a similar name, not in the group docker.",
+                    "Add it to the group named exactly docker: sudo usermod -aG docker $(whoami), then log out and back in."),
+              Cause("socket-instead", "Your user is not in the docker group; docker only works because "
+                                      "/var/run/docker.sock was opened to every user (chmod 666).",
+                    "Undo that (sudo chmod 660 /var/run/docker.sock) and join the group: sudo usermod -aG docker $(whoami)."),
+              Cause("socket-open", "/var/run/docker.sock is open to every user (chmod 666): anyone on this machine "
+                                   "can use Docker, which means becoming root.",
+                    "Close it again (sudo chmod 660 /var/run/docker.sock); the docker group is the way to use Docker without sudo."),
+          )),
+    Check("group.session", GROUP_SESSION,
           "docker ps does not work without sudo in a new login.",
-          "Log out and back in after usermod, so the docker group applies."),
+          "Log out and back in after usermod, so the docker group applies.",
+          causes=(Cause("old-session", "You joined the docker group, but your shells started before that do not have it yet.",
+                        "Log out and back in (close every SSH session to the machine), or run newgrp docker in that shell."),)),
 )
 
 # --- hello-world, pull, images ----------------------------------------------------------------------
@@ -200,10 +262,13 @@ def hello_world(ctx: StepContext) -> None:
 
 HELLO_CHECK = Check(
     "hello-world.runs",
-    'out=$(docker run --rm --pull never "$HELLO_IMAGE" 2>&1) || { echo "$out" | tail -n 2; exit 1; }\n'
+    'out=$(docker run --rm --pull never "$HELLO_IMAGE" 2>&1) || { echo "$out" | tail -n 3; '
+    'case "$out" in *"No such image"*) echo "labkit-cause no-image";; esac; exit 1; }\n'
     'echo "$out" | grep -F "$HELLO_EXPECT" || { echo "no \'$HELLO_EXPECT\' in its output"; exit 1; }',
     "docker run hello-world does not work.",
     "Run it: docker run hello-world (it needs the image: docker pull hello-world).",
+    causes=(Cause("no-image", "The hello-world image is not on this machine.",
+                  "Pull it: docker pull hello-world (without Docker Hub: ask for the class's registry mirror)."),),
 )
 
 
@@ -290,19 +355,72 @@ def write_dockerfile(ctx: StepContext) -> None:
         ctx.say(line)
 
 
+# Why the Dockerfile differs: a misnamed file, apt-get without -y (the build cannot answer its
+# question), tzdata without DEBIAN_FRONTEND (its interactive prompt hangs a build), or the first line
+# that differs from the workshop's. CR LF line endings are a warning: the instructions still match.
+DOCKERFILE_SCRIPT = r"""if [ ! -f "$DOCKERFILE" ]; then
+  echo "no Dockerfile in $WORKDIR"
+  for other in dockerfile DockerFile Dockerfile.txt Dockerfile.dockerfile; do
+    [ -f "$WORKDIR/$other" ] && { echo "found $other instead"; echo "labkit-cause misnamed"; break; }
+  done
+  exit 1
+fi
+actual=$(""" + NORMALIZE_DOCKERFILE.replace(" | sha256sum | cut -c1-64", "") + r""")
+if [ "$(printf '%s\n' "$actual" | sha256sum | cut -c1-64)" = "$DOCKERFILE_DIGEST" ]; then
+  echo "the instructions match the workshop's"
+  cr=$(printf '\r'); n=$(grep -c "$cr" "$DOCKERFILE")
+  [ "$n" -eq 0 ] || { echo "$n lines end with CR LF"; echo "labkit-cause crlf"; }
+  exit 0
+fi
+printf '%s\n' "$actual" | awk '
+  BEGIN { n = split(ENVIRON["DOCKERFILE_EXPECTED"], want, "\n") }
+  $0 != want[NR] && !shown { print "line " NR ": " $0; print "the workshop has: " (NR <= n ? want[NR] : "(nothing more)"); shown = 1 }
+  END { if (!shown && NR < n) print "the workshop has more: " want[NR + 1] }'
+code=$(printf '%s\n' "$actual" | grep 'apt-get')
+if printf '%s\n' "$code" | grep -i 'tzdata' | grep -qv 'DEBIAN_FRONTEND=noninteractive' && ! grep -q 'DEBIAN_FRONTEND' "$DOCKERFILE"; then
+  echo "labkit-cause tzdata"
+elif printf '%s\n' "$code" | grep ' install' | grep -qv -e ' -y' -e '--yes' -e ' -[a-z]*y'; then
+  echo "labkit-cause no-yes"
+fi
+exit 1
+"""
+
 DOCKERFILE_CHECK = Check(
-    "dockerfile.matches",
-    '[ -f "$DOCKERFILE" ] || { echo "no Dockerfile in $WORKDIR"; exit 1; }\n'
-    f'[ "$({NORMALIZE_DOCKERFILE})" = "$DOCKERFILE_DIGEST" ] || {{ echo "its instructions differ"; exit 1; }}',
+    "dockerfile.matches", DOCKERFILE_SCRIPT,
     "The Dockerfile is missing or its instructions differ from the workshop's.",
     "Write it as the workshop shows (inv render.dockerfile prints it), in your home directory.",
+    causes=(
+        Cause("misnamed", "The Dockerfile has another name: docker build looks for a file named exactly Dockerfile.",
+              "Rename it: mv <the file> Dockerfile (editors on Windows may add .txt)."),
+        Cause("no-yes", "An apt-get install in the Dockerfile has no -y: it asks 'Do you want to continue? [Y/n]', "
+                        "which a build cannot answer, so the build aborts.",
+              "Write apt-get install -y ... as the workshop does."),
+        Cause("tzdata", "The Dockerfile installs tzdata without DEBIAN_FRONTEND=noninteractive: tzdata asks for a "
+                        "time zone and the build waits for an answer that never comes.",
+              "Add ENV DEBIAN_FRONTEND=noninteractive before the apt-get lines (or prefix the RUN with it)."),
+        Cause("crlf", "The Dockerfile has Windows line endings (CR LF); its instructions match, but a \\ continuation "
+                      "or a script copied from it breaks on the stray CR.",
+              "Convert it: dos2unix Dockerfile, or sed -i 's/\\r$//' Dockerfile."),
+    ),
 )
+
+# Lines a build prints when a program in it waits for an answer on a terminal it does not have.
+PROMPTS = re.compile(r"Geographic area|Time zone|Please select|Configuring tzdata|\[Y/n\]|\[y/N\]|\(yes/no\)", re.I)
 
 
 def build(ctx: StepContext) -> None:
     tag = ctx.settings["tag"]
-    ctx.sh(f"docker build -t {quote(tag)} .", root=False, timeout=3600, show=f"docker build -t {tag} .",
-           failure=(f"docker build of {tag} failed.", "Read the build output above; the failing instruction is the last one shown."))
+    timeout = ctx.settings["build_timeout"]
+    try:
+        ctx.sh(f"docker build -t {quote(tag)} .", root=False, timeout=timeout, show=f"docker build -t {tag} .",
+               failure=(f"docker build of {tag} failed.", "Read the build output above; the failing instruction is the last one shown."))
+    except CommandTimedOutError:
+        if any(PROMPTS.search(line) for line in ctx.recent):
+            raise StepFailed(f"docker build of {tag} waited for an answer to a question and was stopped after {timeout:g}s.",
+                             "A package asks interactively (tzdata asks for a time zone): add "
+                             "ENV DEBIAN_FRONTEND=noninteractive before the apt-get lines, and use apt-get install -y.") from None
+        raise StepFailed(f"docker build of {tag} did not finish within {timeout:g}s (docker.build_timeout) and was stopped.",
+                         "Read the last lines of its output; on a slow network raise docker.build_timeout.") from None
 
 
 BUILD_CHECK = Check(
@@ -320,8 +438,11 @@ def run_mvn(ctx: StepContext) -> None:
 MVN_CHECK = Check(
     "run-mvn.answers",
     'out=$(docker run --rm --pull never "$TAG" mvn --version 2>&1)\n'
-    'echo "$out" | grep -F "$MVN_EXPECT" || { echo "$out" | tail -n 2; exit 1; }',
+    'echo "$out" | grep -F "$MVN_EXPECT" || { echo "$out" | tail -n 3; case "$out" in *"not found"*|*"no such file"*) '
+    'echo "labkit-cause no-mvn";; esac; exit 1; }',
     "mvn does not answer in the java11 image.", "Rebuild it from the workshop's Dockerfile: docker build -t java11 .",
+    causes=(Cause("no-mvn", "The java11 image has no mvn command: it was built from another Dockerfile (or tagged from another image).",
+                  "Rebuild it from the workshop's Dockerfile, which installs maven: docker build -t java11 ."),),
 )
 
 LAB = Lab(
@@ -342,22 +463,24 @@ rm -f "$DOCKERFILE" && echo "removed $DOCKERFILE"
         Step("install", "Install Docker", "The recommended way is Docker's own packages; in the interest of time, "
              "the workshop pipes get.docker.com into sh.", install_docker, INSTALL_CHECKS),
         Step("group", "Use Docker without sudo", "Add yourself to the docker group; it applies to new logins only, "
-             "so log out and back in.", join_docker_group, GROUP_CHECKS),
+             "so log out and back in.", join_docker_group, GROUP_CHECKS, needs=("install",)),
         Step("hello-world", "Verify you can run docker", "`docker run hello-world` pulls a tiny image and runs it.",
-             hello_world, (HELLO_CHECK,)),
-        Step("pull", "Pull an ubuntu image", "`docker pull ubuntu:18.04` fetches the image's layers.", pull_base, (PULL_CHECK,)),
+             hello_world, (HELLO_CHECK,), needs=("install",)),
+        Step("pull", "Pull an ubuntu image", "`docker pull ubuntu:18.04` fetches the image's layers.", pull_base, (PULL_CHECK,),
+             needs=("install",)),
         Step("images", "Check the size of the images", "`docker images` lists the images on the machine with their sizes.",
-             list_images, (IMAGES_CHECK,), demonstration=True),
+             list_images, (IMAGES_CHECK,), demonstration=True, needs=("pull",)),
         Step("run-shell", "Create a simple container", "`-i` keeps stdin open and `-t` allocates a terminal: together "
              "they give a shell in a private snapshot of the image.", run_shell, (RUN_SHELL_CHECK,),
-             interactive=True, demonstration=True, shell='docker run --rm -it "$BASE_IMAGE" sh'),
+             interactive=True, demonstration=True, shell='docker run --rm -it "$BASE_IMAGE" sh', needs=("pull",)),
         Step("isolation", "Oh no, what have we done?", "Delete everything inside a container, then start a new one: "
-             "the image itself is untouched.", isolation, (ISOLATION_CHECK,), destructive=True, demonstration=True),
+             "the image itself is untouched.", isolation, (ISOLATION_CHECK,), destructive=True, demonstration=True,
+             needs=("pull",)),
         Step("dockerfile", "Create a Dockerfile", "A Dockerfile lists the instructions that build an image.",
              write_dockerfile, (DOCKERFILE_CHECK,)),
         Step("build", "Build the java11 image", "`docker build -t java11 .` runs each instruction in a container "
-             "and commits the result as a layer.", build, (BUILD_CHECK,)),
+             "and commits the result as a layer.", build, (BUILD_CHECK,), needs=("install",)),
         Step("run-mvn", "Run mvn in the image", "`docker run java11 mvn` runs Maven from the image.", run_mvn, (MVN_CHECK,),
-             demonstration=True),
+             demonstration=True, needs=("build",)),
     ),
 )

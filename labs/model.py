@@ -13,18 +13,39 @@ if TYPE_CHECKING:
 PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
 
 
+# A check names the cause it found by printing this word and the cause's key on a line of its own.
+CAUSE_MARK = "labkit-cause"
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One known student mistake behind a check's verdict: what is wrong and what to do about it.
+
+    A failing check that finds it replaces its generic message and hint with these; a passing check
+    that finds it passes with this as a warning (say, a socket opened to everyone)."""
+
+    key: str
+    message: str
+    hint: str
+
+
 @dataclass(frozen=True)
 class Check:
     """A read-only probe of the target.
 
     `script` is POSIX sh run as root in the student's workdir with the lab's variables set; exit
-    status 0 means the check passes, and the last line it prints says what it saw.
+    status 0 means the check passes. Its last lines of output are the evidence shown with the
+    verdict; a line `labkit-cause KEY` names one of `causes` as the reason.
     """
 
     id: str
     script: str
     message: str
     hint: str
+    causes: tuple[Cause, ...] = ()
+
+    def cause(self, key: str) -> Cause | None:
+        return next((cause for cause in self.causes if cause.key == key), None)
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,8 @@ class Step:
     # What demo mode hands the terminal to after an interactive step's action, for the audience to
     # try it by hand: sh run as root in the workdir with the lab's variables, on a pty.
     shell: str = ""
+    # Ids of earlier steps this one builds on: the self-check judges it only when they pass.
+    needs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +79,14 @@ class Lab:
     cleanup: str = ""
     reset: str = ""
     variables: Callable[[dict, str], dict[str, str]] = field(default=lambda settings, workdir: {})
+
+    def __post_init__(self):
+        seen: set[str] = set()
+        for step in self.steps:
+            unknown = [need for need in step.needs if need not in seen]
+            if unknown:
+                raise ValueError(f"step {step.id} of lab {self.name} needs {unknown}, which are not earlier steps")
+            seen.add(step.id)
 
     @property
     def step_ids(self) -> list[str]:
@@ -91,6 +122,7 @@ class CheckResult:
     message: str = ""
     hint: str = ""
     duration_s: float = 0.0
+    # The evidence: the last lines the probe saw (the student's own program's output or error).
     detail: str = ""
 
 

@@ -111,17 +111,24 @@ class PlainReporter:
     def check_finished(self, result: CheckResult) -> None:
         took = f"({duration(result.duration_s)})"
         if result.status == PASS:
-            # Lab checks pass silently; a setup item's pass says what it found (which accelerator, ...).
-            said = f": {result.message}" if result.message else ""
-            self._line(result.step, f"check {result.id}: pass{said} {took}")
+            if not result.hint:
+                # Lab checks pass silently; a setup item's pass says what it found (which accelerator, ...).
+                said = f": {result.message}" if result.message else ""
+                self._line(result.step, f"check {result.id}: pass{said} {took}")
+                return
+            # A pass with a hint is a warning: it works, but not the way the workshop means (or slowly).
+            self._line(result.step, f"check {result.id}: pass: {result.message} {took}")
+            for line in result.detail.splitlines():
+                self._line(result.step, f"  saw: {line}")
+            self._line(result.step, f"  warning, hint: {result.hint}")
             return
         if result.status == SKIP:
             reason = f": {result.message}" if result.message else ""
             self._line(result.step, f"check {result.id}: skip{reason} {took}")
             return
         self._line(result.step, f"{result.status.upper()} check {result.id}: {result.message} {took}")
-        if result.detail:
-            self._line(result.step, f"  saw: {result.detail}")
+        for line in result.detail.splitlines():
+            self._line(result.step, f"  saw: {line}")
         if result.hint:
             self._line(result.step, f"  hint: {result.hint}")
 
@@ -291,16 +298,20 @@ def _check_lines(result: CheckResult) -> list[Text]:
     """A check as the student needs it: a tick when it passed, else what is wrong and what to do."""
     icon, style = _ICONS.get(result.status, ("?", "magenta"))
     took = (f" ({duration(result.duration_s)})", "dim")
-    if result.status == PASS:
+    if result.status == PASS and not result.hint:
         said = f": {result.message}" if result.message else ""
         return [Text.assemble(("  " + icon, style), f" {result.id}{said}", took)]
+    if result.status == PASS:
+        lines = [Text.assemble(("  " + icon, style), f" {result.id} ", ("passed with a warning: ", "yellow"),
+                               result.message, took)]
+        lines += [Text.assemble(("    saw: ", "dim"), (line, "dim")) for line in result.detail.splitlines()]
+        return lines + [Text.assemble(("    hint: ", "bold cyan"), (result.hint, "cyan"))]
     if result.status == SKIP:
         reason = f": {result.message}" if result.message else ""
         return [Text.assemble(("  " + icon, style), f" {result.id} skipped{reason}", took)]
     label = "error" if result.status == ERROR else "failed"
     lines = [Text.assemble(("  " + icon, style), (f" {result.id} {label}: ", style), result.message, took)]
-    if result.detail:
-        lines.append(Text.assemble(("    saw: ", "dim"), (result.detail, "dim")))
+    lines += [Text.assemble(("    saw: ", "dim"), (line, "dim")) for line in result.detail.splitlines()]
     if result.hint:
         lines.append(Text.assemble(("    hint: ", "bold cyan"), (result.hint, "cyan")))
     return lines

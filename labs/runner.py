@@ -12,18 +12,20 @@ from __future__ import annotations
 import shlex
 import time
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, TypeVar
 
 from .errors import DISK_FULL, DISK_FULL_HINT, DiskFull, LabError, StepFailed
-from .model import ERROR, FAIL, PASS, SKIP, Check, CheckResult, Lab, LabReport, Step, StepResult
+from .model import CAUSE_MARK, ERROR, FAIL, PASS, SKIP, Check, CheckResult, Lab, LabReport, Step, StepResult
 from .providers.ssh import CommandResult, ConnectionLost, Remote
 from .reporting import Reporter
 
 JOURNAL_DIR = ".labkit"
 UPLOAD_PREFIX = "/tmp/labkit-upload-"
 T = TypeVar("T")
+EVIDENCE_LINES = 8
 
 
 @dataclass
@@ -35,6 +37,13 @@ class StepContext:
     variables: dict[str, str]
     reporter: Reporter
     step: Step
+    # The last lines of output of the step's commands: the evidence when the step fails.
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=EVIDENCE_LINES))
+
+    def _output(self, line: str) -> None:
+        if line.strip():
+            self.recent.append(line.rstrip())
+        self.reporter.output(self.step, line)
 
     def sh(self, script: str, *, stdin: str | None = None, show: str | None = None, check: bool = True,
            timeout: float | None = None, failure: tuple[str, str] | None = None, root: bool = True) -> CommandResult:
@@ -46,7 +55,7 @@ class StepContext:
         if show != "":
             self.reporter.command(self.step, show if show is not None else script)
         result = self.remote.run(preamble(self.variables) + script, stdin=stdin, timeout=timeout, root=root,
-                                 on_line=lambda line: self.reporter.output(self.step, line))
+                                 on_line=self._output)
         if check and not result.ok:
             if DISK_FULL in result.stdout + result.stderr:
                 raise DiskFull(f"The disk of {self.remote.target.name} is full: step {self.step.id} could not write "
@@ -135,7 +144,8 @@ class Runner:
     def run_checks(self, steps: list[Step]) -> list[CheckResult]:
         """Run the checks of `steps` in one remote session, side by side; results come in step order.
 
-        The steps build on each other, so the checks of a step after one that failed count as skipped.
+        A step is judged when the steps it needs passed; otherwise its checks are skipped, naming
+        the step they wait for, so one broken step does not hide the verdict on unrelated ones.
         """
         checks = [check for step in steps for check in step.checks]
         step_of = {check.id: step for step in steps for check in step.checks}
@@ -161,23 +171,25 @@ class Runner:
                                 f"The work directory {workdir} does not exist on the target.",
                                 "Create it, or name the right one with the inventory's workdir field.")
                     for check in checks]
-        results, failed_step = [], None
-        for check in checks:
-            step = step_of[check.id]
-            if failed_step is not None and failed_step != step.id:
-                results.append(CheckResult(check.id, step.id, SKIP, "Skipped: an earlier step is not done."))
-                continue
-            if check.id not in ended:
-                stderr = outcome.stderr.strip().splitlines()
-                results.append(CheckResult(check.id, step.id, ERROR, "The check did not finish.", stderr[-1] if stderr else ""))
-            else:
-                status, duration = ended[check.id]
-                detail = next((line.strip() for line in reversed(lines[check.id]) if line.strip()), "")
-                results.append(CheckResult(check.id, step.id, PASS if status == 0 else FAIL,
-                                           check.message if status else "", check.hint if status else "",
-                                           duration, detail))
-            if results[-1].status != PASS:
-                failed_step = step.id
+        results: list[CheckResult] = []
+        step_status: dict[str, str] = {}
+        for step in steps:
+            waiting = [need for need in step.needs if step_status.get(need, PASS) != PASS]
+            # A check that did not finish means the checking broke, not the student's work: stop there.
+            waiting += [earlier for earlier, status in step_status.items() if status == ERROR][:1]
+            mine = []
+            for check in step.checks:
+                if waiting:
+                    mine.append(CheckResult(check.id, step.id, SKIP, f"Waits for step {waiting[0]}, which is not done."))
+                elif check.id not in ended:
+                    stderr = outcome.stderr.strip().splitlines()
+                    mine.append(CheckResult(check.id, step.id, ERROR, "The check did not finish.",
+                                            stderr[-1] if stderr else ""))
+                else:
+                    status, duration = ended[check.id]
+                    mine.append(judge(check, step, status == 0, lines[check.id], duration))
+            step_status[step.id] = _worst(mine)
+            results.extend(mine)
         return results
 
     def check(self, steps: list[Step] | None = None) -> LabReport:
@@ -257,7 +269,8 @@ class Runner:
         try:
             step.action(context)
         except StepFailed as failure:
-            checks = [CheckResult(f"{step.id}.action", step.id, FAIL, failure.message, failure.hint)]
+            checks = [CheckResult(f"{step.id}.action", step.id, FAIL, failure.message, failure.hint,
+                                  detail="\n".join(context.recent))]
             self.reporter.check_finished(checks[0])
         else:
             # Demo mode: the audience tries the step by hand; its checks then see what they did.
@@ -310,6 +323,24 @@ class Runner:
                 self.remote.run(preamble(self.variables) + self.lab.cleanup, timeout=60)
             except LabError:
                 pass
+
+
+def judge(check: Check, step: Step, passed: bool, output: list[str], duration: float) -> CheckResult:
+    """A check's verdict from its exit status and output: the cause it named (if any) gives the
+    message and hint (a warning when it passed), and its last lines are the evidence."""
+    cause, evidence = None, []
+    for line in output:
+        word, _, key = line.strip().partition(" ")
+        if word == CAUSE_MARK:
+            cause = check.cause(key.strip()) or cause
+        elif line.strip():
+            evidence.append(line.rstrip())
+    detail = "\n".join(evidence[-EVIDENCE_LINES:])
+    if passed:
+        message, hint = (cause.message, cause.hint) if cause else ("", "")
+        return CheckResult(check.id, step.id, PASS, message, hint, duration, detail if cause else (evidence or [""])[-1])
+    message, hint = (cause.message, cause.hint) if cause else (check.message, check.hint)
+    return CheckResult(check.id, step.id, FAIL, message, hint, duration, detail)
 
 
 def _worst(results: list[CheckResult]) -> str:

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shlex
+import getpass
 import socket
 import stat
 import sys
@@ -40,6 +41,10 @@ _HOST_SPEC = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>\[[0-9a-fA-F:]+\]|[^
 
 class Unreachable(TargetError):
     """No SSH session could be opened; unlike a refused login or a changed host key, this may pass."""
+
+
+class CommandTimedOutError(TargetError):
+    """A command overran its timeout and was ended on the target (a step may explain why)."""
 
 
 class ConnectionLost(TargetError):
@@ -146,6 +151,46 @@ def key_in_agent(key: Path) -> bool | None:
         agent.close()
 
 
+_passphrase_keys: dict[Path, paramiko.PKey] = {}
+_passphrase_lock = threading.Lock()
+
+
+def key_arguments(key_path: Path) -> dict:
+    """paramiko's connect arguments for the private key `key_path`.
+
+    A key protected by a passphrase is used through ssh-agent when the agent holds it; else its
+    passphrase is asked once per run on the terminal (never echoed, kept in memory only as the
+    decrypted key). Raises UsageError without a terminal, or for a wrong passphrase or unreadable key.
+    """
+    check_key_file(key_path)
+    with _passphrase_lock:
+        if key_path in _passphrase_keys:
+            return {"pkey": _passphrase_keys[key_path], "look_for_keys": False, "allow_agent": False}
+        try:
+            paramiko.PKey.from_path(key_path)
+            return {"key_filename": str(key_path), "look_for_keys": False, "allow_agent": False}
+        except (paramiko.PasswordRequiredException, TypeError):
+            pass  # cryptography says "password-protected" with a TypeError
+        except (paramiko.SSHException, ValueError) as error:
+            raise UsageError(f"Key file {key_path} is not a private key labkit can read ({error}).",
+                             "Pass the private key (not the .pub file) in OpenSSH or PEM format.") from None
+        if key_in_agent(key_path):
+            return {"look_for_keys": False, "allow_agent": True}
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise UsageError(f"Key file {key_path} is protected by a passphrase and there is no terminal to ask for it.",
+                             f"Add it to ssh-agent first: eval \"$(ssh-agent)\" && ssh-add {shlex.quote(str(key_path))}")
+        passphrase = getpass.getpass(f"Passphrase for {key_path}: ")
+        try:
+            key = paramiko.PKey.from_path(key_path, password=passphrase.encode())
+        except (paramiko.SSHException, ValueError, TypeError):
+            raise UsageError(f"The passphrase for key file {key_path} is wrong.",
+                             "Run again and type it carefully, or add the key to ssh-agent (ssh-add).") from None
+        finally:
+            del passphrase
+        _passphrase_keys[key_path] = key
+        return {"pkey": key, "look_for_keys": False, "allow_agent": False}
+
+
 class _RecordNewHostKey(paramiko.MissingHostKeyPolicy):
     """accept-new: pin an unknown host's key in our known_hosts file; a changed key still fails.
 
@@ -217,17 +262,19 @@ class Remote:
         target = self.target
         connect_kwargs = {"banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout}
         if target.key_path:
-            check_key_file(Path(target.key_path))
-            connect_kwargs.update(key_filename=str(target.key_path), look_for_keys=False, allow_agent=False)
-        connection = Connection(target.host, user=target.user, port=target.port,
-                                connect_timeout=self.connect_timeout, connect_kwargs=connect_kwargs,
-                                config=Config(overrides={"runners": {"remote": _StoppableRunner}}))
-        client = connection.client
+            connect_kwargs.update(key_arguments(Path(target.key_path)))
+        config = Config(overrides={"runners": {"remote": _StoppableRunner}, "load_ssh_configs": False})
+        gateway = None
+        if target.proxy_jump:
+            jump_user, jump_host, jump_port = parse_host(target.proxy_jump)
+            gateway = Connection(jump_host, user=jump_user if "@" in target.proxy_jump else target.user,
+                                 port=jump_port, connect_timeout=self.connect_timeout,
+                                 connect_kwargs=dict(connect_kwargs), config=config)
+            self._trust_host_keys(gateway.client, Path(target.known_hosts))
+        connection = Connection(target.host, user=target.user, port=target.port, gateway=gateway,
+                                connect_timeout=self.connect_timeout, connect_kwargs=connect_kwargs, config=config)
         known_hosts = Path(target.known_hosts)
-        if known_hosts.exists():
-            client.load_host_keys(str(known_hosts))
-        client.set_missing_host_key_policy(
-            paramiko.RejectPolicy() if target.strict_host_key else _RecordNewHostKey(known_hosts))
+        self._trust_host_keys(connection.client, known_hosts)
         try:
             connection.open()
         except paramiko.BadHostKeyException:
@@ -240,9 +287,15 @@ class Remote:
             if "not found in known_hosts" in str(error):
                 raise TargetError(f"{target.name} presented a host key that was never pinned.",
                                   f"Recreate the VM through the toolkit: inv vm.destroy {target.name} && inv vm.up {target.name}") from None
-            if isinstance(error, paramiko.AuthenticationException):
-                raise TargetError(f"{target.address} refused the SSH login as {target.user} with key {target.key_path}.",
-                                  "Check --key and the user in --host.") from None
+            transport = connection.client.get_transport()
+            answered = transport is not None and bool(getattr(transport, "remote_version", ""))
+            if isinstance(error, paramiko.AuthenticationException) or answered:
+                server = transport.remote_version if answered else "the SSH server"
+                key = f"key {target.key_path}" if target.key_path else "the keys of ssh-agent and ~/.ssh"
+                raise TargetError(f"The SSH server at {target.address} ({server}) answered and refused the login as "
+                                  f"{target.user} with {key} ({error or type(error).__name__}).",
+                                  "The server does not accept this key for this user: check --key and the user in "
+                                  "--host (its public key must be in that user's ~/.ssh/authorized_keys).") from None
             raise Unreachable(f"No SSH server answered at {target.address} ({error}).",
                               "Check the host and port; is the machine booted?") from None
         except (socket.timeout, TimeoutError):
@@ -255,6 +308,12 @@ class Remote:
             raise Unreachable(f"Cannot connect to {target.address}: {reason}.",
                               "Check the host and port, and that the machine is up (inv vm.status).") from None
         return connection
+
+    def _trust_host_keys(self, client: paramiko.SSHClient, known_hosts: Path) -> None:
+        if known_hosts.exists():
+            client.load_host_keys(str(known_hosts))
+        client.set_missing_host_key_policy(
+            paramiko.RejectPolicy() if self.target.strict_host_key else _RecordNewHostKey(known_hosts))
 
     @property
     def connection(self) -> Connection:
@@ -337,10 +396,10 @@ class Remote:
         return ConnectionLost(f"The SSH connection to {self.target.name} was lost ({error or type(error).__name__}).",
                               "Check that the machine is still up (inv vm.status) and run the lab again.")
 
-    def _timed_out(self, connection: Connection, token: str, timeout: float | None) -> TargetError:
+    def _timed_out(self, connection: Connection, token: str, timeout: float | None) -> CommandTimedOutError:
         """The command overran: end its processes on the target, so nothing of it goes on unseen."""
         _stop_run(connection.client, token, sudo=self.target.user != "root", timeout=self.connect_timeout)
-        return TargetError(f"A command on {self.target.name} did not finish within {timeout or self.command_timeout:g}s.",
+        return CommandTimedOutError(f"A command on {self.target.name} did not finish within {timeout or self.command_timeout:g}s.",
                            "The machine may be overloaded or the command waits for input; try again, or raise "
                            "target.command_timeout (target.check_timeout for --inventory).")
 
@@ -399,11 +458,36 @@ class Remote:
             self._connection = None
 
 
+def ssh_config_entry(alias: str, path: Path | None = None) -> dict:
+    """What ~/.ssh/config (or `path`) says for host `alias`, as OpenSSH reads it (paramiko's parser:
+    first value wins, Match/Include supported); {} when the file or the alias is not there."""
+    path = path or Path.home() / ".ssh" / "config"
+    if not path.is_file():
+        return {}
+    entry = paramiko.SSHConfig.from_path(str(path)).lookup(alias)
+    return entry if set(entry) - {"hostname"} or entry.get("hostname", alias) != alias else {}
+
+
 def ssh_target(host_spec: str, key: str | None, state_dir: Path, workdir: str = "", name: str | None = None) -> SSHTarget:
-    """The `ssh` provider: a machine we did not create, its host key pinned on first sight."""
+    """The `ssh` provider: a machine we did not create, its host key pinned on first sight.
+
+    A host named in ~/.ssh/config takes its HostName, User, Port, IdentityFile and ProxyJump from
+    there; what --host and --key say explicitly wins."""
     user, host, port = parse_host(host_spec)
+    explicit_user = "@" in host_spec
+    explicit_port = bool(re.search(r":\d+$", host_spec.strip()))
+    entry = ssh_config_entry(host)
+    alias = host
+    if entry:
+        host = entry.get("hostname", host)
+        user = user if explicit_user else entry.get("user", user)
+        port = port if explicit_port else int(entry.get("port", port))
+        if not key:
+            key = next((path for path in entry.get("identityfile", []) if Path(path).expanduser().is_file()), None)
     key_path = Path(key).expanduser() if key else None
     if key_path:
         check_key_file(key_path)
-    return SSHTarget(name=name or f"{user}@{host}:{port}", host=host, port=port, user=user, key_path=key_path,
-                     known_hosts=state_dir / "known_hosts", provider="ssh", strict_host_key=False, workdir=workdir)
+    proxy = entry.get("proxyjump", "") if entry else ""
+    return SSHTarget(name=name or (alias if entry else f"{user}@{host}:{port}"), host=host, port=port, user=user,
+                     key_path=key_path, known_hosts=state_dir / "known_hosts", provider="ssh",
+                     strict_host_key=False, workdir=workdir, proxy_jump="" if proxy == "none" else proxy)

@@ -23,6 +23,8 @@ class SSHTarget:
     # itself), and recorded on first sight when False (ssh's accept-new).
     strict_host_key: bool = True
     workdir: str = ""
+    # OpenSSH's ProxyJump from ~/.ssh/config: [USER@]HOST[:PORT] of a machine to log in through.
+    proxy_jump: str = ""
 
     @property
     def address(self) -> str:

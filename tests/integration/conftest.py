@@ -19,7 +19,10 @@ def qemu_settings(tmp_path_factory):
     """VM settings for the tests: throwaway state, but the user's real image cache so the image is
     built once per machine (LABKIT_TEST_CACHE_DIR points elsewhere)."""
     cache = os.environ.get("LABKIT_TEST_CACHE_DIR") or str(vmimage.default_dir("XDG_CACHE_HOME", ".cache"))
-    return {"cache_dir": cache, "state_dir": str(tmp_path_factory.mktemp("labkit-state"))}
+    settings = {"cache_dir": cache, "state_dir": str(tmp_path_factory.mktemp("labkit-state"))}
+    if os.environ.get("LABKIT_TEST_BOOT_TIMEOUT"):  # a machine shared with other emulated VMs boots slower
+        settings["boot_timeout"] = float(os.environ["LABKIT_TEST_BOOT_TIMEOUT"])
+    return settings
 
 
 def running(qemu_settings: dict, name: str):

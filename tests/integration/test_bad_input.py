@@ -86,7 +86,7 @@ CASES = {
     "host-two-ats": (lambda w: ["check.chroot", "--host", "a@b@c", "--key", str(w["key"])], 2, "Cannot read --host", None, None),
     "missing-key": (lambda w: ["check.chroot", "--host", w["host"], "--key", "/nonexistent/key"], 2, "does not exist", None, None),
     "world-readable-key": (lambda w: ["check.chroot", "--host", w["host"], "--key", str(world_readable_key(w))], 2, "chmod 600", None, None),
-    "wrong-key": (lambda w: ["check.chroot", *ssh_args(w, keygen(w["base"] / f"wrong{os.getpid()}"))], 3, "refused the SSH login", None, None),
+    "wrong-key": (lambda w: ["check.chroot", *ssh_args(w, keygen(w["base"] / f"wrong{os.getpid()}"))], 3, "answered and refused the login", None, None),
     "refused-port": (lambda w: ["check.chroot", "--host", f"root@127.0.0.1:{free_port()}", "--key", str(w["key"])], 3, "Cannot connect", None, None),
     "silent-port": (lambda w: ["check.chroot", "--host", f"root@127.0.0.1:{w['silent']}", "--key", str(w["key"])], 3, "", None, None),
     "busybox-not-a-file": (lambda w: ["lab.chroot", "--busybox", "/nonexistent/busybox"], 2, "no such file", None, None),

@@ -78,7 +78,7 @@ def test_class_check_reports_every_student(classroom):
     cy = [c["id"] for c in by_host["cy"]["checks"] if c["status"] == "fail"]
     assert cy == ["container-script.executable"]
     assert by_host["dead"]["status"] == "unreachable" and "Cannot connect" in by_host["dead"]["message"]
-    assert by_host["wrongkey"]["status"] == "unreachable" and "refused the SSH login" in by_host["wrongkey"]["message"]
+    assert by_host["wrongkey"]["status"] == "unreachable" and "answered and refused the login" in by_host["wrongkey"]["message"]
     assert report["summary"]["unreachable"] == 2
     for name in ("ada", "bob", "cy", "dead", "wrongkey"):
         assert name in result.stdout

@@ -86,7 +86,7 @@ def test_the_tasks_ran_their_course(runs):
     # With --debug a refused login ends in its traceback (exit 1) instead of the one-line error (exit 3).
     assert codes == [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1], outputs
     assert "paramiko.transport" in outputs[5][2]
-    assert all("Traceback" in output and "refused the SSH login" in output for _, _, output in outputs[7:9])
+    assert all("Traceback" in output and "answered and refused the login" in output for _, _, output in outputs[7:9])
 
 
 def test_no_private_key_appears_in_any_output_log_or_report(runs):

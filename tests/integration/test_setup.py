@@ -238,7 +238,7 @@ def test_ssh_unreachable_host(tmp_path):
 def test_ssh_refused_key(tmp_path, sshd):
     result = setup_check(environment(tmp_path), *ssh_args(sshd, keygen(tmp_path / "other")))
     assert result.returncode == 1
-    assert "FAIL check login:" in result.stdout and "refused the SSH login" in line(result, "login")
+    assert "FAIL check login:" in result.stdout and "answered and refused the login" in line(result, "login")
 
 
 def test_usage_errors_exit_2(tmp_path):

@@ -60,7 +60,7 @@ def test_wrong_key_is_a_clear_error(sshd, tmp_path):
     wrong = keygen(tmp_path / "wrong")
     with pytest.raises(TargetError) as raised:
         Remote(target_for(sshd, tmp_path, key=wrong)).run("true")
-    assert "refused the SSH login" in raised.value.message
+    assert "answered and refused the login" in raised.value.message
     assert raised.value.code == 3
 
 
@@ -126,9 +126,9 @@ def toy_lab(log: list) -> Lab:
         Step("two", "Second", "why two", make("two"), (
             Check("two.file", "[ -f two ]", "two missing", "touch two"),
             Check("two.again", "echo looked; [ -f two ]", "two still missing", "touch two"),
-        )),
+        ), needs=("one",)),
         Step("show", "Demo", "why show", lambda ctx: (log.append("show"), ctx.sh("echo shown")),
-             (Check("show.ok", "true", "never", "never"),), demonstration=True),
+             (Check("show.ok", "true", "never", "never"),), demonstration=True, needs=("two",)),
     ))
 
 
@@ -156,7 +156,7 @@ def test_solve_runs_then_reports_already_done(sshd, tmp_path, workdir):
 
 def test_solve_stops_at_the_first_failed_check(sshd, tmp_path, workdir):
     lab = toy_lab([])
-    broken = Step("two", "Second", "", lambda ctx: ctx.sh("true"), lab.steps[1].checks)
+    broken = Step("two", "Second", "", lambda ctx: ctx.sh("true"), lab.steps[1].checks, needs=("one",))
     lab = Lab("toy", "Toy", (lab.steps[0], broken, lab.steps[2]), cleanup=lab.cleanup)
     report = Runner(lab, Remote(target_for(sshd, tmp_path, str(workdir))), SilentReporter(), {}).solve()
     assert [(s.id, s.status) for s in report.steps] == [("one", "pass"), ("two", "fail"), ("show", "skip")]
@@ -172,6 +172,8 @@ def test_check_is_one_batch_with_skips_after_a_failed_step(sshd, tmp_path, workd
     report = Runner(toy_lab([]), remote, SilentReporter(), {}).check()
     statuses = {c.id: c.status for c in report.checks}
     assert statuses == {"one.file": "fail", "two.file": "skip", "two.again": "skip", "show.ok": "skip"}
+    assert {c.message for c in report.checks[1:]} == {"Waits for step one, which is not done.",
+                                                      "Waits for step two, which is not done."}
     assert report.checks[0].detail == "no one"
     assert [s.status for s in report.steps] == ["fail", "skip", "skip"]
     assert sorted(p.name for p in workdir.iterdir()) == ["two"]

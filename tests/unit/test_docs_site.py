@@ -180,7 +180,7 @@ CHECKS = {check.id: check for step in chroot.LAB.steps for check in step.checks}
 
 def _check(check_id: str, status: str, seconds: float = 0.0, detail: str = "") -> CheckResult:
     if status == "skip":
-        return CheckResult(check_id, check_id.split(".")[0], status, "Skipped: an earlier step is not done.")
+        return CheckResult(check_id, check_id.split(".")[0], status, "Waits for step symlinks, which is not done.")
     check = CHECKS[check_id]
     failed = status == "fail"
     return CheckResult(check_id, check_id.split(".")[0], status, check.message if failed else "",

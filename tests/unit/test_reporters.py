@@ -342,3 +342,30 @@ def test_reporters_handle_skipped_checks(reporter_type):
     text = stream.getvalue()
     assert "rootfs.dirs" in text and "skip" in text and "no rootfs yet" in text
     assert "0 passed, 0 failed, 1 skipped, 0 errors" in text
+
+
+# --- evidence and warnings --------------------------------------------------------------------------
+
+EVIDENCE = CheckResult("overlay.isolated", "busybox", "fail", "bad overlay type", "Write mount -t overlay", 1.0,
+                       "mount: /tmp/x/overlay: unknown filesystem type 'overlayfs'.\nchroot: cannot run\ncontainer.sh failed")
+WARNED = CheckResult("busybox.runs", "busybox", "pass", "the socket is open to everyone", "chmod 660 it", 0.1,
+                     "/var/run/docker.sock is srw-rw-rw-")
+
+
+def checks_only(reporter, results):
+    reporter.lab_started(LAB, [BUSYBOX], HOST, "check")
+    reporter.step_started(BUSYBOX)
+    for result in results:
+        reporter.check_finished(result)
+    reporter.step_finished(BUSYBOX, BUSYBOX_FAILED)
+
+
+@pytest.mark.parametrize("render", ["rich", "plain"])
+def test_every_line_of_the_evidence_and_a_passing_checks_warning_are_shown(render):
+    if render == "rich":
+        text = rich_text(checks_only, results=[EVIDENCE, WARNED])
+    else:
+        text = "\n".join(plain_lines(checks_only, results=[EVIDENCE, WARNED]))
+    for line in EVIDENCE.detail.splitlines() + [WARNED.message, WARNED.detail, WARNED.hint]:
+        assert line in text, line
+    assert "warning" in text
