@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 
 from .errors import StepFailed
-from .model import Check, Lab, Step
+from .model import Check, Handin, Lab, Step
 from .runner import StepContext
 from .templates import render
 
@@ -247,6 +247,11 @@ CONTAINER_SCRIPT_CHECKS = (
           '[ -x "$interpreter" ] || { echo "interpreter $interpreter does not exist here"; exit 1; }\necho "#!$interpreter"',
           "The interpreter on container.sh's first line does not exist on this machine.",
           "Alpine has /bin/ash; elsewhere start the script with #!/bin/sh."),
+    Check("container-script.line-endings",
+          'if grep -q "$(printf \'\\r\')" "$SCRIPT"; then echo "container.sh has CRLF (Windows) line endings"; exit 1; fi\n'
+          'echo "Unix line endings"',
+          "container.sh has Windows (CRLF) line endings: the shell takes each \\r as part of a command.",
+          "Convert it to Unix line endings: sed -i 's/\\r$//' container.sh (or dos2unix), and set your editor to LF."),
 )
 
 # --- overlay ------------------------------------------------------------------------------------
@@ -338,6 +343,7 @@ LAB = Lab(
     variables=variables,
     cleanup=CLEANUP,
     reset=RESET,
+    handins=(Handin("container.sh", '"$SCRIPT"', "container-script", 0o755),),
     steps=(
         Step("rootfs", "Prepare the rootfs directories",
              "A container needs a root filesystem: start with the directories busybox installs into.",
@@ -356,11 +362,11 @@ LAB = Lab(
              chroot_shell, CHROOT_SHELL_CHECKS, interactive=True, demonstration=True, shell=CHROOT_SHELL),
         Step("container-script", "Create container.sh",
              "container.sh creates a new snapshot of the filesystem every time it launches a container.",
-             write_container_script, CONTAINER_SCRIPT_CHECKS),
+             write_container_script, CONTAINER_SCRIPT_CHECKS, points=2),
         Step("overlay", "Run containers on an overlay filesystem",
              "The overlay keeps the rootfs read-only (the lower dir); each container's changes go to its "
              "own upper dir, and the merged view is the container's root.",
-             overlay_demo, (OVERLAY_CHECK,), interactive=True, demonstration=True, shell=OVERLAY_SHELL),
+             overlay_demo, (OVERLAY_CHECK,), interactive=True, demonstration=True, shell=OVERLAY_SHELL, points=3),
         Step("proc", "Mount proc in a container, and see why not to",
              "With proc mounted, the container sees every process of the machine and could kill them: "
              "nothing isolates it yet (no pid namespace).",
