@@ -344,6 +344,8 @@ LAB = Lab(
     cleanup=CLEANUP,
     reset=RESET,
     handins=(Handin("container.sh", '"$SCRIPT"', "container-script", 0o755),),
+    # Students write the workshop's #!/bin/ash (Alpine); Debian's busybox-static provides no ash link.
+    grading_setup='[ -e /bin/ash ] || ln -s "$(command -v busybox)" /bin/ash',
     steps=(
         Step("rootfs", "Prepare the rootfs directories",
              "A container needs a root filesystem: start with the directories busybox installs into.",

@@ -19,7 +19,7 @@ from .model import PASS, Lab, LabReport, Step
 from .providers.qemu import QemuProvider
 from .providers.target import SSHTarget
 from .reporting import Reporter
-from .runner import Runner, StepContext
+from .runner import Runner, StepContext, preamble
 
 
 def graded_steps(lab: Lab) -> list[Step]:
@@ -72,6 +72,9 @@ def grade(lab: Lab, runner: Runner, files: dict[str, bytes | None], reporter: Re
             raise TargetError(f"labkit could not do step {failed.id} itself on the grading VM"
                                + (f": {problem.message}" if problem else "."),
                                problem.hint if problem and problem.hint else "Read the output above; the student's files were not graded.")
+    if lab.grading_setup and not runner.remote.run(preamble(runner.variables) + lab.grading_setup).ok:
+        raise TargetError("labkit could not prepare the grading VM for the handed-in files.",
+                          f"This failed on it: {lab.grading_setup}")
     for handin in lab.handins:
         step = lab.steps[lab.step_ids.index(handin.step)]
         data = files.get(handin.name)

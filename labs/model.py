@@ -75,6 +75,9 @@ class Lab:
     reset: str = ""
     variables: Callable[[dict, str], dict[str, str]] = field(default=lambda settings, workdir: {})
     handins: tuple[Handin, ...] = ()
+    # Shell run as root on a fresh grading VM before the handed-in files go in: what the workshop's
+    # machine has and the built-in image lacks (the chroot lab: /bin/ash, Alpine's shell).
+    grading_setup: str = ""
 
     @property
     def step_ids(self) -> list[str]:

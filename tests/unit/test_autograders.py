@@ -35,7 +35,7 @@ def checked(lab, done: int, settings: dict | None = None, detail: str = "") -> L
     report = LabReport(lab.name, "con0", "qemu", STARTED, mode="check", duration_s=12.3)
     for index, step in enumerate(lab.steps):
         status = "pass" if index < done else "fail" if index == done else "skip"
-        report.steps.append(StepResult(step.id, status, 0.25))
+        report.steps.append(StepResult(step.id, status, 0.2504))
         for number, check in enumerate(step.checks):
             if status == "fail" and number == 0:
                 report.checks.append(CheckResult(check.id, step.id, "fail", check.message, check.hint, 0.25,
