@@ -161,7 +161,7 @@ def test_run_autograder_grades_a_submission_on_a_fresh_vm(sample, env, qemu_sett
                             text=True, timeout=1200, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     report = valid("gradescope", json.loads((root / "results" / "results.json").read_text()))
-    assert (report["score"], [t["score"] for t in report["tests"]]) == (points, per_step), result.stdout[-3000:]
+    assert (report["score"], [t["score"] for t in report["tests"]]) == (points, per_step), result.stdout[-3000:] + result.stderr
     assert [t["tags"][1] for t in report["tests"]] == ["container-script", "overlay", "proc"]
     assert sum(t["max_score"] for t in report["tests"]) == 6
     assert "Preparing the grading VM grade-chroot-" in result.stdout
@@ -235,5 +235,5 @@ def test_grade_docker_of_a_dockerfile_with_offline_images(env, qemu_settings, tm
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     report = valid("gradescope", json.loads((root / "results" / "results.json").read_text()))
     assert [(t["tags"][1], t["score"], t["max_score"]) for t in report["tests"]] == [
-        ("dockerfile", 2, 2), ("build", 2, 2), ("run-mvn", 2, 2)], result.stdout[-3000:]
+        ("dockerfile", 2, 2), ("build", 2, 2), ("run-mvn", 2, 2)], result.stdout[-3000:] + result.stderr
     assert grading_vms(qemu_settings) == []
