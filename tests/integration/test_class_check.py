@@ -96,8 +96,8 @@ def test_junit_and_csv_agree_with_json(classroom):
     assert suites["ada"].get("failures") == "0"
     assert int(suites["cy"].get("failures")) == 1
     rows = {row["host"]: row for row in csv.DictReader((base / "class.csv").open())}
-    assert rows["ada"]["overlay"] == "pass" and rows["bob"]["busybox"] == "fail"
-    assert rows["dead"]["rootfs"] == "unreachable"
+    assert rows["ada"]["overlay"] == "3" and rows["bob"]["busybox"] == "0"
+    assert rows["dead"]["rootfs"] == "" and rows["dead"]["status"] == "unreachable"
     if report:
         ada = next(h for h in report["hosts"] if h["host"] == "ada")
-        assert int(rows["ada"]["passed"]) == ada["summary"]["passed"]
+        assert float(rows["ada"]["total"]) == ada["summary"]["points"]
