@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import StepFailed
-from .model import Cause, Check, Lab, Step
+from .model import Cause, Check, Handin, Lab, Step
 from .runner import StepContext
 from .templates import render
 
@@ -488,6 +488,9 @@ LAB = Lab(
     variables=variables,
     cleanup=CLEANUP,
     reset=RESET,
+    handins=(Handin("container.sh", '"$SCRIPT"', "container-script", 0o755),),
+    # Students write the workshop's #!/bin/ash (Alpine); Debian's busybox-static provides no ash link.
+    grading_setup='[ -e /bin/ash ] || ln -s "$(command -v busybox)" /bin/ash',
     steps=(
         Step("rootfs", "Prepare the rootfs directories",
              "A container needs a root filesystem: start with the directories busybox installs into.",
@@ -507,12 +510,12 @@ LAB = Lab(
              needs=("symlinks",)),
         Step("container-script", "Create container.sh",
              "container.sh creates a new snapshot of the filesystem every time it launches a container.",
-             write_container_script, CONTAINER_SCRIPT_CHECKS),
+             write_container_script, CONTAINER_SCRIPT_CHECKS, points=2),
         Step("overlay", "Run containers on an overlay filesystem",
              "The overlay keeps the rootfs read-only (the lower dir); each container's changes go to its "
              "own upper dir, and the merged view is the container's root.",
              overlay_demo, (OVERLAY_CHECK, OVERLAY_LEFTOVERS), interactive=True, demonstration=True, shell=OVERLAY_SHELL,
-             needs=("symlinks", "container-script")),
+             needs=("symlinks", "container-script"), points=3),
         Step("proc", "Mount proc in a container, and see why not to",
              "With proc mounted, the container sees every process of the machine and could kill them: "
              "nothing isolates it yet (no pid namespace).",

@@ -19,15 +19,17 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, chroot as chroot_lab, docker as docker_lab
+from .autograders import classroom_announce
 from .classroom import check_class, load_inventory
 from .errors import LabError, UsageError
-from .model import LabReport
+from .grading import fresh_vm, grade, graded_steps, read_submission, vm_name
+from .model import LabReport, failed_run
 from .providers import choose, imagecache, resolve, ssh_config, vm_provider, vmimage
 from .providers.bakerx import DEFAULTS as BAKERX_DEFAULTS
 from .providers.qemu import DEFAULTS as VM_DEFAULTS
 from .providers.ssh import Remote, parse_host
 from .reporters import ClassProgress, WatchView, class_table, make_reporter
-from .reports import report_format, write_report
+from .reports import FORMATS, report_format, write_report
 from .runner import Runner
 from .setup import SetupScope, check_setup as setup_check
 from .templates import render
@@ -53,6 +55,8 @@ DEFAULTS = {
         "workdir": "",
         "rootfs": "rootfs",
         "script": "container.sh",
+        "points": {},
+        "hidden": [],
         "busybox": {
             "source": "url",
             "url": "https://www.busybox.net/downloads/binaries/1.31.0-defconfig-multiarch-musl/busybox-i686",
@@ -68,6 +72,8 @@ DEFAULTS = {
     "docker": {
         "vm": "docker0",
         "workdir": "",
+        "points": {},
+        "hidden": [],
         "install_method": "script",
         "install_script_url": "https://get.docker.com/",
         "registry_mirror": "",
@@ -92,7 +98,8 @@ TARGET_HELP = {
     "vm": "Name of the lab VM (default: the lab's chroot.vm or docker.vm setting, con0 or docker0).",
     "host": "Any SSH machine instead of a VM: USER@HOST[:PORT].",
     "key": "Private key for --host.",
-    "report": "Write a report: PATH ending in .json, .xml (JUnit) or .csv.",
+    "report": "Write a report: PATH ending in .json, .xml (JUnit), .csv or .html, or any PATH with --format.",
+    "format": f"Format of --report: {', '.join(FORMATS)} (default: from the PATH's suffix).",
 }
 
 
@@ -148,6 +155,7 @@ def _lab_settings(config, lab: str, overrides: dict) -> dict:
             node = node[parent]
         node[last] = value
     settings["state_dir"] = str(state_dir(config))
+    LABS[lab].grading(settings)
     return settings
 
 
@@ -174,38 +182,67 @@ def _connect(c, lab: str, console: Console, provider, vm, host, key, workdir) ->
     return remote
 
 
-def _finish(report, report_path: str | None, lab: str) -> None:
+def _report_format(report: str | None, fmt: str | None, whole_class: bool = False) -> str | None:
+    """The --report file's format, checked before anything runs; None without --report."""
+    if fmt and not report:
+        raise UsageError(f"--format {fmt} without --report.", "Name the file to write: --report PATH.")
+    return report_format(report, fmt, whole_class=whole_class) if report else None
+
+
+def _write(report_path: str, fmt: str, lab: str, results: list, whole_class: bool = False) -> None:
+    text = write_report(report_path, lab, results, whole_class=whole_class, fmt=fmt)
+    if fmt == "classroom":
+        classroom_announce(text, sys.stdout)
+
+
+def _finish(report, report_path: str | None, fmt: str | None, lab: str) -> None:
     if report_path:
-        write_report(report_path, lab, [report])
+        _write(report_path, fmt, lab, [report])
     if not report.ok:
         raise Exit(code=1)
 
 
-def _run_lab(c, lab_name, *, provider, vm, host, key, start, only, force, demo, report, overrides, pause=False):
-    lab = LABS[lab_name]
-    steps = lab.select(start, only)
-    if report:
-        report_format(report)
-    console = _console()
-    settings = _lab_settings(c.config, lab_name, overrides)
-    remote = _connect(c, lab_name, console, provider, vm, host, key, settings["workdir"])
+@contextmanager
+def results_despite_errors(report_path: str | None, fmt: str | None, lab: str, host: str, mode: str,
+                           steps=None, settings: dict | None = None):
+    """A run that fails before it has a report (bad settings, unreachable target, a grading VM that
+    would not come up) still writes its --report file: the error is the result, never a missing file."""
     try:
-        runner = Runner(lab, remote, make_reporter(console, demo=demo, pause=pause), settings)
-        result = runner.solve(steps, force=force)
-    finally:
-        remote.close()
-    _finish(result, report, lab_name)
+        yield
+    except LabError as error:
+        if report_path:
+            failed = failed_run(LABS[lab], host, mode, error.message, error.hint, settings or {}, steps)
+            try:
+                _write(report_path, fmt, lab, [failed])
+            except LabError:
+                pass  # the original error says more than "cannot write the report"
+        raise
 
 
-def _class_setup(c, lab_name, inventory, parallel, report):
+def _run_lab(c, lab_name, *, provider, vm, host, key, start, only, force, demo, report, fmt, overrides, pause=False):
+    lab = LABS[lab_name]
+    fmt = _report_format(report, fmt)
+    with results_despite_errors(report, fmt, lab_name, host or vm or c.config[lab_name].vm, "solve"):
+        steps = lab.select(start, only)
+        console = _console()
+        settings = _lab_settings(c.config, lab_name, overrides)
+        remote = _connect(c, lab_name, console, provider, vm, host, key, settings["workdir"])
+        try:
+            runner = Runner(lab, remote, make_reporter(console, demo=demo, pause=pause), settings)
+            result = runner.solve(steps, force=force)
+        finally:
+            remote.close()
+    _finish(result, report, fmt, lab_name)
+
+
+def _class_setup(c, lab_name, inventory, parallel, report, fmt):
     """What a class check needs, refusing bad usage before any machine is checked."""
     if parallel < 0:
         raise UsageError(f"--parallel {parallel} is not a number of machines.",
                          "Give 1 or more, or leave it out for target.parallel.")
-    if report:
-        report_format(report)
+    fmt = _report_format(report, fmt, whole_class=True)
     students = load_inventory(inventory)
-    return LABS[lab_name], students, _lab_settings(c.config, lab_name, {}), parallel or c.config.target.parallel
+    return LABS[lab_name], students, _lab_settings(c.config, lab_name, {}), parallel or c.config.target.parallel, fmt
 
 
 def _check_round(c, lab, students, settings, parallel, **callbacks):
@@ -216,35 +253,35 @@ def _check_round(c, lab, students, settings, parallel, **callbacks):
                        reconnect_backoff=c.config.target.reconnect_backoff, **callbacks)
 
 
-def _class_outcome(console, lab, results, report):
+def _class_outcome(console, lab, results, report, fmt):
     """The table, the report, and the exit status: 1 when one fails, 3 when no host could be reached."""
     console.print(class_table(lab, results, console.width))
     if report:
-        write_report(report, lab.name, results, whole_class=True)
+        _write(report, fmt, lab.name, results, whole_class=True)
     if not any(isinstance(result, LabReport) or result.reached for result in results):
         raise Exit("Error: no machine of the inventory could be reached.", code=3)
     if not all(isinstance(result, LabReport) and result.ok for result in results):
         raise Exit(code=1)
 
 
-def _check_class(c, lab_name, inventory, parallel, report):
+def _check_class(c, lab_name, inventory, parallel, report, fmt):
     """Check every student of the inventory once."""
-    lab, students, settings, parallel = _class_setup(c, lab_name, inventory, parallel, report)
+    lab, students, settings, parallel, fmt = _class_setup(c, lab_name, inventory, parallel, report, fmt)
     console = _console()
     with ClassProgress(console, lab, [student.name for student in students], parallel) as progress:
         results = _check_round(c, lab, students, settings, parallel,
                                on_status=lambda student, phase: progress.status(student.name, phase),
                                on_result=lambda student, result: progress.finished(student.name, result))
-    _class_outcome(console, lab, results, report)
+    _class_outcome(console, lab, results, report, fmt)
 
 
-def _watch_class(c, lab_name, inventory, parallel, report, seconds):
+def _watch_class(c, lab_name, inventory, parallel, report, fmt, seconds):
     """Check the class every `seconds` until Ctrl-C; then the last round's table, report and exit status."""
     if seconds <= 0:
         raise UsageError(f"--watch {seconds} is not a number of seconds.", "Give how often to check, e.g. --watch 30.")
     if not inventory:
         raise UsageError("--watch needs --inventory.", "Watch a class: --inventory class.yaml --watch 30.")
-    lab, students, settings, parallel = _class_setup(c, lab_name, inventory, parallel, report)
+    lab, students, settings, parallel, fmt = _class_setup(c, lab_name, inventory, parallel, report, fmt)
     console = _console()
     watch = ClassWatch(lab.step_ids, c.config.target.stuck_after)
     with WatchView(console, lab, watch, seconds) as view:
@@ -255,21 +292,47 @@ def _watch_class(c, lab_name, inventory, parallel, report, seconds):
             pass
     if not watch.results:
         raise Exit("Interrupted before the first round finished; no report written.", code=130)
-    _class_outcome(console, lab, watch.results, report)
+    _class_outcome(console, lab, watch.results, report, fmt)
 
 
-def _check_lab(c, lab_name, *, provider, vm, host, key, report, workdir):
+def _check_lab(c, lab_name, *, provider, vm, host, key, report, fmt, workdir):
     lab = LABS[lab_name]
-    if report:
-        report_format(report)
-    console = _console()
-    settings = _lab_settings(c.config, lab_name, {"workdir": workdir})
-    remote = _connect(c, lab_name, console, provider, vm, host, key, settings["workdir"])
-    try:
-        result = Runner(lab, remote, make_reporter(console), settings).check()
-    finally:
-        remote.close()
-    _finish(result, report, lab_name)
+    fmt = _report_format(report, fmt)
+    with results_despite_errors(report, fmt, lab_name, host or vm or c.config[lab_name].vm, "check"):
+        console = _console()
+        settings = _lab_settings(c.config, lab_name, {"workdir": workdir})
+        remote = _connect(c, lab_name, console, provider, vm, host, key, settings["workdir"])
+        try:
+            result = Runner(lab, remote, make_reporter(console), settings).check()
+        finally:
+            remote.close()
+    _finish(result, report, fmt, lab_name)
+
+
+def _grade_lab(c, lab_name, *, submission, report, fmt, vm, overrides):
+    """Grade the files in `submission` on a fresh VM made like the lab's VM; exit as check.* does."""
+    lab = LABS[lab_name]
+    fmt = _report_format(report, fmt)
+    name = vm_name(lab)
+    with results_despite_errors(report, fmt, lab_name, name, "grade", graded_steps(lab)):
+        if not submission:
+            raise UsageError("grade needs --submission DIR.", "Give the directory holding the student's files.")
+        files = read_submission(lab, submission)
+        console = _console()
+        settings = _lab_settings(c.config, lab_name, overrides)
+        reporter = make_reporter(console)
+        vm_settings = {**_plain(c.config.vm), "state_dir": str(state_dir(c.config))}
+        with progress_display(console, f"Preparing the grading VM {name}") as progress, \
+                fresh_vm(vm_settings, name, vm or settings["vm"], progress) as target:
+            remote = Remote(target, connect_timeout=c.config.target.connect_timeout,
+                            command_timeout=c.config.target.command_timeout,
+                            reconnect_attempts=c.config.target.reconnect_attempts,
+                            reconnect_backoff=c.config.target.reconnect_backoff)
+            try:
+                result = grade(lab, Runner(lab, remote, reporter, settings), files, reporter)
+            finally:
+                remote.close()
+    _finish(result, report, fmt, lab_name)
 
 
 # --- lab.* ----------------------------------------------------------------------------------------
@@ -290,12 +353,12 @@ SOLVE_HELP = {
                        "target's own busybox) or a PATH to a static busybox on this machine (uploaded)."})
 @user_errors
 def lab_chroot(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
-               report=None, busybox=None, pause=False):
+               report=None, busybox=None, pause=False, format_=None):
     """Run the chroot lab on the lab VM, verifying after every step."""
     if busybox and busybox not in ("url", "target") and not Path(busybox).expanduser().is_file():
         raise UsageError(f"--busybox {busybox}: no such file.", "Give url, target, or the path of a static busybox binary.")
     _run_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, start=from_, only=only, force=force,
-             demo=demo, report=report, overrides={"busybox.source": busybox}, pause=pause)
+             demo=demo, report=report, fmt=format_, overrides={"busybox.source": busybox}, pause=pause)
 
 
 @task(help={**SOLVE_HELP,
@@ -303,13 +366,14 @@ def lab_chroot(c, provider=None, vm=None, host=None, key=None, from_=None, only=
                                  "that labkit did not provision as a lab VM."})
 @user_errors
 def lab_docker(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
-               report=None, allow_destructive=False, pause=False):
+               report=None, allow_destructive=False, pause=False, format_=None):
     """Run the docker lab on the lab VM, verifying after every step."""
     _run_lab(c, "docker", provider=provider, vm=vm, host=host, key=key, start=from_, only=only, force=force,
-             demo=demo, report=report, overrides={"allow_destructive": allow_destructive or None}, pause=pause)
+             demo=demo, report=report, fmt=format_, overrides={"allow_destructive": allow_destructive or None},
+             pause=pause)
 
 
-@task(positional=["lab"], help={**{k: v for k, v in TARGET_HELP.items() if k != "report"},
+@task(positional=["lab"], help={**{k: v for k, v in TARGET_HELP.items() if k not in ("report", "format")},
                                 "lab": "The lab to undo: chroot or docker."})
 @user_errors
 def lab_reset(c, lab, provider=None, vm=None, host=None, key=None):
@@ -344,7 +408,8 @@ def lab_list(c):
 
 CHECK_HELP = {
     **TARGET_HELP,
-    "report": "Write a report: PATH ending in .json, .xml (JUnit), .csv (class runs) or .html (the class page).",
+    "report": "Write a report: PATH ending in .json, .xml (JUnit), .csv (class runs) or .html (the class page), "
+              "or any PATH with --format.",
     "workdir": "Directory holding the student's rootfs and container.sh (default: the login user's home).",
     "inventory": "YAML file listing a class's machines (defaults: and hosts:); checks them all.",
     "parallel": "How many machines of --inventory to check at once (default: target.parallel).",
@@ -356,27 +421,55 @@ CHECK_HELP = {
 @task(help=CHECK_HELP)
 @user_errors
 def check_chroot(c, provider=None, vm=None, host=None, key=None, report=None, workdir=None, inventory=None,
-                 parallel=0, watch=0):
+                 parallel=0, watch=0, format_=None):
     """Check the student's chroot lab, read-only: which steps are done, which are wrong, and hints."""
     if watch:
-        _watch_class(c, "chroot", inventory, parallel, report, watch)
+        _watch_class(c, "chroot", inventory, parallel, report, format_, watch)
     elif inventory:
-        _check_class(c, "chroot", inventory, parallel, report)
+        _check_class(c, "chroot", inventory, parallel, report, format_)
     else:
-        _check_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, report=report, workdir=workdir)
+        _check_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, report=report, fmt=format_,
+                   workdir=workdir)
 
 
 @task(help={**CHECK_HELP, "workdir": "Directory holding the student's Dockerfile (default: the login user's home)."})
 @user_errors
 def check_docker(c, provider=None, vm=None, host=None, key=None, report=None, workdir=None, inventory=None,
-                 parallel=0, watch=0):
+                 parallel=0, watch=0, format_=None):
     """Check the student's docker lab, read-only: daemon, group, images, Dockerfile, java11 and mvn."""
     if watch:
-        _watch_class(c, "docker", inventory, parallel, report, watch)
+        _watch_class(c, "docker", inventory, parallel, report, format_, watch)
     elif inventory:
-        _check_class(c, "docker", inventory, parallel, report)
+        _check_class(c, "docker", inventory, parallel, report, format_)
     else:
-        _check_lab(c, "docker", provider=provider, vm=vm, host=host, key=key, report=report, workdir=workdir)
+        _check_lab(c, "docker", provider=provider, vm=vm, host=host, key=key, report=report, fmt=format_,
+                   workdir=workdir)
+
+
+# --- grade.* --------------------------------------------------------------------------------------
+
+GRADE_HELP = {
+    "submission": "Directory holding the student's handed-in files (the lab's handins: container.sh, Dockerfile).",
+    "report": TARGET_HELP["report"],
+    "format": TARGET_HELP["format"],
+    "vm": "Configured VM whose image the fresh grading VM is made from (default: the lab's VM setting).",
+}
+
+
+@task(help=GRADE_HELP)
+@user_errors
+def grade_chroot(c, submission=None, report=None, format_=None, vm=None):
+    """Grade a student's container.sh on a fresh VM: labkit builds the rootfs, installs the file, checks."""
+    # The grading VM is the built-in image, which has a static busybox: no download needed.
+    _grade_lab(c, "chroot", submission=submission, report=report, fmt=format_, vm=vm,
+               overrides={"busybox.source": "target"})
+
+
+@task(help=GRADE_HELP)
+@user_errors
+def grade_docker(c, submission=None, report=None, format_=None, vm=None):
+    """Grade a student's Dockerfile on a fresh VM: labkit readies Docker, installs the file, builds, checks."""
+    _grade_lab(c, "docker", submission=submission, report=report, fmt=format_, vm=vm, overrides={})
 
 
 SETUP_HELP = {
@@ -392,8 +485,7 @@ SETUP_HELP = {
 @user_errors
 def check_setup(c, provider=None, host=None, key=None, report=None):
     """Check this computer's setup for the labs, read-only: exit 0 when ready, 1 when an item fails."""
-    if report:
-        report_format(report)
+    fmt = _report_format(report, None)
     console = _console()
     chosen = choose(provider or c.config.target.provider, host, _plain(c.config.bakerx),
                     lambda message: console.print(message, markup=False))
@@ -401,7 +493,7 @@ def check_setup(c, provider=None, host=None, key=None, report=None):
         parse_host(host)
     scope = SetupScope(chosen, vm_settings=_plain(c.config.vm), bakerx_settings=_plain(c.config.bakerx), host=host or "",
                              key=key or "", state_dir=state_dir(c.config), connect_timeout=c.config.target.connect_timeout)
-    _finish(setup_check(scope, make_reporter(console)), report, "setup")
+    _finish(setup_check(scope, make_reporter(console)), report, fmt, "setup")
 
 
 # --- vm.* -----------------------------------------------------------------------------------------
@@ -526,6 +618,7 @@ def _collection(name: str, *tasks_, **named) -> Collection:
 ns = Collection()
 ns.add_collection(_collection("lab", lab_list, chroot=lab_chroot, docker=lab_docker, reset=lab_reset))
 ns.add_collection(_collection("check", check_setup, chroot=check_chroot, docker=check_docker))
+ns.add_collection(_collection("grade", chroot=grade_chroot, docker=grade_docker))
 ns.add_collection(_collection("vm", vm_ssh_config, up=vm_up, status=vm_status, ssh=vm_ssh, down=vm_down,
                               destroy=vm_destroy, prune=vm_prune))
 ns.add_collection(_collection("render", render_container_sh, render_dockerfile))

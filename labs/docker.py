@@ -16,7 +16,7 @@ from pathlib import Path
 from shlex import quote
 
 from .errors import StepFailed, UsageError
-from .model import Cause, Check, Lab, Step
+from .model import Cause, Check, Handin, Lab, Step
 from .providers.ssh import CommandTimedOutError
 from .providers.target import LAB_VM_MARKER
 from .runner import StepContext
@@ -450,6 +450,7 @@ LAB = Lab(
     title="Introducing Docker containers",
     variables=variables,
     cleanup="rm -f /tmp/labkit-upload-*\n",
+    handins=(Handin("Dockerfile", '"$DOCKERFILE"', "dockerfile", 0o644),),
     # Docker itself and the group stay: they are the machine's, not the exercise's.
     reset="""rm -f /tmp/labkit-upload-*
 for image in "$TAG" "$HELLO_IMAGE" "$BASE_IMAGE"; do
@@ -477,10 +478,10 @@ rm -f "$DOCKERFILE" && echo "removed $DOCKERFILE"
              "the image itself is untouched.", isolation, (ISOLATION_CHECK,), destructive=True, demonstration=True,
              needs=("pull",)),
         Step("dockerfile", "Create a Dockerfile", "A Dockerfile lists the instructions that build an image.",
-             write_dockerfile, (DOCKERFILE_CHECK,)),
+             write_dockerfile, (DOCKERFILE_CHECK,), points=2),
         Step("build", "Build the java11 image", "`docker build -t java11 .` runs each instruction in a container "
-             "and commits the result as a layer.", build, (BUILD_CHECK,), needs=("install",)),
+             "and commits the result as a layer.", build, (BUILD_CHECK,), needs=("install",), points=2),
         Step("run-mvn", "Run mvn in the image", "`docker run java11 mvn` runs Maven from the image.", run_mvn, (MVN_CHECK,),
-             demonstration=True, needs=("build",)),
+             demonstration=True, needs=("build",), points=2),
     ),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
 from .errors import UsageError
@@ -66,6 +67,23 @@ class Step:
     shell: str = ""
     # Ids of earlier steps this one builds on: the self-check judges it only when they pass.
     needs: tuple[str, ...] = ()
+    # What the step is worth when graded: earned when all its checks pass (a course may override it
+    # with the setting `<lab>.points`). Hidden steps count but their results are not shown to
+    # students on platforms that can hide tests (Gradescope); setting `<lab>.hidden` adds to them.
+    points: float = 1
+    visible: bool = True
+
+
+@dataclass(frozen=True)
+class Handin:
+    """A file a student hands in for grading (`inv grade.<lab> --submission DIR`): `name` in the
+    submission directory, installed on the target at `dest` (a shell word such as "$SCRIPT") with
+    `mode` and owned by the login user. It replaces the action of the step `step`."""
+
+    name: str
+    dest: str
+    step: str
+    mode: int = 0o644
 
 
 @dataclass(frozen=True)
@@ -79,6 +97,10 @@ class Lab:
     cleanup: str = ""
     reset: str = ""
     variables: Callable[[dict, str], dict[str, str]] = field(default=lambda settings, workdir: {})
+    handins: tuple[Handin, ...] = ()
+    # Shell run as root on a fresh grading VM before the handed-in files go in: what the workshop's
+    # machine has and the built-in image lacks (the chroot lab: /bin/ash, Alpine's shell).
+    grading_setup: str = ""
 
     def __post_init__(self):
         seen: set[str] = set()
@@ -91,6 +113,28 @@ class Lab:
     @property
     def step_ids(self) -> list[str]:
         return [step.id for step in self.steps]
+
+    def grading(self, settings: dict) -> dict[str, tuple[float, bool]]:
+        """(points, visible) per step id: the steps' own, with the lab's `points` setting (a mapping
+        step id -> points, a number >= 0) and `hidden` setting (a list of step ids) on top.
+
+        Raises UsageError for an unknown step id or a value that is not a number >= 0."""
+        points = settings.get("points") or {}
+        hidden = settings.get("hidden") or []
+        if not hasattr(points, "items") or isinstance(hidden, str) or not hasattr(hidden, "__iter__"):
+            raise UsageError(f"The settings {self.name}.points and {self.name}.hidden are malformed.",
+                             f"Give {self.name}.points as a mapping step -> points and {self.name}.hidden as a list of steps.")
+        for name, step_id in [*((f"{self.name}.points", key) for key in points),
+                              *((f"{self.name}.hidden", key) for key in hidden)]:
+            if step_id not in self.step_ids:
+                raise UsageError(f"Unknown step '{step_id}' in the setting {name}.",
+                                 f"Choose among: {', '.join(self.step_ids)}.")
+        for step_id, value in points.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise UsageError(f"The setting {self.name}.points.{step_id} is {value!r}, not a number of points.",
+                                 "Give a number 0 or greater.")
+        return {step.id: (float(points.get(step.id, step.points)), step.visible and step.id not in hidden)
+                for step in self.steps}
 
     def select(self, start: str | None = None, only: str | None = None) -> list[Step]:
         """The steps a run covers, for `--from` and `--only`."""
@@ -128,10 +172,20 @@ class CheckResult:
 
 @dataclass
 class StepResult:
+    """A step's outcome. `max_points` is what the step is worth; it is earned (`points`) only when
+    the step passed, i.e. all its checks did. `title` and `visible` come from the Step, for reports."""
+
     id: str
     status: str
     duration_s: float = 0.0
     already_done: bool = False
+    max_points: float = 0.0
+    title: str = ""
+    visible: bool = True
+
+    @property
+    def points(self) -> float:
+        return self.max_points if self.status == PASS else 0.0
 
 
 @dataclass
@@ -148,15 +202,47 @@ class LabReport:
     checks: list[CheckResult] = field(default_factory=list)
 
     @property
-    def summary(self) -> dict[str, int]:
+    def summary(self) -> dict[str, float]:
+        """Check counts by status, and the points earned of the points the reported steps are worth."""
         counts = {PASS: 0, FAIL: 0, SKIP: 0, ERROR: 0}
         for check in self.checks:
             counts[check.status] += 1
         return {"passed": counts[PASS], "failed": counts[FAIL], "skipped": counts[SKIP],
-                "errors": counts[ERROR]}
+                "errors": counts[ERROR], "points": self.points, "max_points": self.max_points}
+
+    @property
+    def points(self) -> float:
+        return sum(step.points for step in self.steps)
+
+    @property
+    def max_points(self) -> float:
+        return sum(step.max_points for step in self.steps)
+
+    def award(self, lab: Lab, settings: dict) -> None:
+        """Give each step result its title, visibility and the points it is worth (see Lab.grading)."""
+        grading = lab.grading(settings)
+        titles = {step.id: step.title for step in lab.steps}
+        for step in self.steps:
+            step.max_points, step.visible = grading[step.id]
+            step.title = titles[step.id]
 
     @property
     def ok(self) -> bool:
         return all(check.status in (PASS, SKIP) for check in self.checks) and all(
             step.status in (PASS, SKIP) for step in self.steps
         )
+
+
+def failed_run(lab: Lab, host: str, mode: str, message: str, hint: str, settings: dict,
+               steps: list[Step] | None = None) -> LabReport:
+    """The report of a run that could not judge the work (bad settings or input, a target that could
+    not be reached): `steps` (default all) in error, worth their points, and one check `<lab>.run`
+    in error that carries `message` and `hint`."""
+    report = LabReport(lab.name, host, "", datetime.now(timezone.utc).isoformat(timespec="seconds"), mode=mode)
+    report.steps = [StepResult(step.id, ERROR) for step in (steps or lab.steps)]
+    report.checks = [CheckResult(f"{lab.name}.run", "", ERROR, message, hint)]
+    try:
+        report.award(lab, settings)
+    except UsageError:  # the error may be the points setting itself
+        report.award(lab, {})
+    return report

@@ -58,7 +58,13 @@ def verdict(report: LabReport) -> str:
     """The one line a run ends with, the same in every reporter so logs and terminals agree."""
     counts = report.summary
     return (f"{report.lab} on {report.host}: {counts['passed']} passed, {counts['failed']} failed, "
-            f"{counts['skipped']} skipped, {counts['errors']} errors in {duration(report.duration_s, 1)}")
+            f"{counts['skipped']} skipped, {counts['errors']} errors in {duration(report.duration_s, 1)}"
+            + (f"; points {points_text(report.points)}/{points_text(report.max_points)}" if report.max_points else ""))
+
+
+def points_text(value: float) -> str:
+    """Points as people write them: 3, not 3.0; 1.5 stays 1.5."""
+    return f"{value:g}"
 
 
 def _step_label(result: StepResult, mode: str) -> str:

@@ -210,6 +210,7 @@ class Runner:
                 self.reporter.step_finished(step, step_result)
         finally:
             report.duration_s = time.monotonic() - started
+            report.award(self.lab, self.settings)
             self.reporter.lab_finished(report)
         return report
 
@@ -230,6 +231,7 @@ class Runner:
         finally:
             self._cleanup()
             report.duration_s = time.monotonic() - started
+            report.award(self.lab, self.settings)
             self.reporter.lab_finished(report)
         return report
 

@@ -25,7 +25,7 @@ DOC = ROOT / "docs" / "configuration.md"
 CODE = ROOT / "labs"
 TEMPLATES = ROOT / "templates"
 # Nested recipe tables are documented as a whole.
-WHOLE = {"vm.images", "vm.vms"}
+WHOLE = {"vm.images", "vm.vms", "chroot.points", "docker.points"}
 
 # (module, function or "*" for all of the module, variable) -> the configuration prefixes it holds
 # ("" the whole configuration; two prefixes when it holds either lab's section; [] when it is not configuration).
@@ -36,6 +36,8 @@ HOLDERS: dict[tuple[str, str, str], list[str]] = {
     ("cli.py", "render_dockerfile", "settings"): ["docker"],
     ("chroot.py", "*", "settings"): ["chroot"],
     ("docker.py", "*", "settings"): ["docker"],
+    ("model.py", "*", "settings"): ["chroot", "docker"],
+    ("grading.py", "*", "vm_settings"): ["vm"],
     ("providers/__init__.py", "*", "vm_settings"): ["vm"],
     ("providers/__init__.py", "*", "bakerx_settings"): ["bakerx"],
     ("providers/qemu.py", "*", "settings"): ["vm"],

@@ -189,25 +189,31 @@ def _check(check_id: str, status: str, seconds: float = 0.0, detail: str = "") -
 
 def _ada() -> LabReport:
     """A student who has done the first three steps of the chroot lab."""
-    return LabReport("chroot", "ada", "ssh", STARTED, mode="check", duration_s=0.412,
+    return _awarded(LabReport("chroot", "ada", "ssh", STARTED, mode="check", duration_s=0.412,
                      steps=[StepResult("rootfs", "pass", 0.05), StepResult("busybox", "pass", 0.2),
                             StepResult("symlinks", "pass", 0.06)],
                      checks=[_check("rootfs.dirs", "pass", 0.05, "rootfs has bin, sbin, usr/bin and usr/sbin"),
                              _check("busybox.present", "pass", 0.04), _check("busybox.executable", "pass", 0.04),
                              _check("busybox.runs", "pass", 0.12, "BusyBox v1.31.0 (2019-06-10 17:13:39 CEST) multi-call binary."),
-                             _check("symlinks.installed", "pass", 0.06, "applet symlinks installed")])
+                             _check("symlinks.installed", "pass", 0.06, "applet symlinks installed")]))
 
 
 def _bob(host: str = "bob") -> LabReport:
     """A student whose rootfs has no busybox yet."""
-    return LabReport("chroot", host, "ssh", STARTED, mode="check", duration_s=0.318,
+    return _awarded(LabReport("chroot", host, "ssh", STARTED, mode="check", duration_s=0.318,
                      steps=[StepResult("rootfs", "pass", 0.05), StepResult("busybox", "fail", 0.13),
                             StepResult("symlinks", "skip", 0.0)],
                      checks=[_check("rootfs.dirs", "pass", 0.05, "rootfs has bin, sbin, usr/bin and usr/sbin"),
                              _check("busybox.present", "fail", 0.04, "no file rootfs/bin/busybox"),
                              _check("busybox.executable", "fail", 0.04, "rootfs/bin/busybox is not executable"),
                              _check("busybox.runs", "fail", 0.05, "rootfs/bin/busybox does not run as busybox in the chroot"),
-                             _check("symlinks.installed", "skip")])
+                             _check("symlinks.installed", "skip")]))
+
+
+def _awarded(report: LabReport) -> LabReport:
+    """The report with the chroot lab's default points, as the runner gives them."""
+    report.award(chroot.LAB, {})
+    return report
 
 
 DAN = HostFailure("dan", "Cannot connect to root@10.0.0.8:22: No route to host.")
@@ -216,20 +222,23 @@ DAN = HostFailure("dan", "Cannot connect to root@10.0.0.8:22: No route to host."
 def report_examples(directory: Path) -> dict[str, str]:
     """The files `--report` writes for the examples of docs/reports.md."""
     runs = {"one-host.json": ([_bob("root@10.0.0.6:22")], False), "class.json": ([_ada(), DAN], True),
-            "class.xml": ([_bob(), DAN], True), "class.csv": ([_ada(), _bob(), DAN], True)}
+            "class.xml": ([_bob(), DAN], True), "class.csv": ([_ada(), _bob(), DAN], True),
+            "gradescope.json": ([_bob("con0")], False), "classroom.json": ([_bob("con0")], False),
+            "prairielearn.json": ([_bob("con0")], False)}
     examples = {}
     for name, (results, whole_class) in runs.items():
-        write_report(directory / name, "chroot", results, whole_class=whole_class)
+        fmt = name.split(".")[0] if name.split(".")[0] in ("gradescope", "classroom", "prairielearn") else None
+        write_report(directory / name, "chroot", results, whole_class=whole_class, fmt=fmt)
         with open(directory / name, encoding="utf-8", newline="") as written:
             examples[name] = written.read()
     return examples
 
 
 def test_report_examples_are_what_the_code_writes(tmp_path):
-    text = (DOCS / "reports.md").read_text()
+    text = (DOCS / "reports.md").read_text() + (DOCS / "grading.md").read_text()
     shown = dict(re.findall(r"<!-- example: (\S+) -->\n```\w*\n(.*?)\n```", text, flags=re.S))
     written = report_examples(tmp_path)
     assert set(shown) == set(written)
     for name, content in written.items():
-        assert shown[name] == content.replace("\r\n", "\n").rstrip("\n"), f"the example {name} in docs/reports.md"
+        assert shown[name] == content.replace("\r\n", "\n").rstrip("\n"), f"the example {name} in docs/"
     assert json.loads(shown["one-host.json"])["checks"][1]["hint"] == CHECKS["busybox.present"].hint

@@ -45,5 +45,5 @@ def test_report_summary_and_ok():
     report.steps = [StepResult("rootfs", "pass"), StepResult("busybox", "fail")]
     report.checks = [CheckResult("rootfs.dirs", "rootfs", "pass"), CheckResult("busybox.present", "busybox", "fail"),
                      CheckResult("busybox.runs", "busybox", "skip"), CheckResult("x", "busybox", "error")]
-    assert report.summary == {"passed": 1, "failed": 1, "skipped": 1, "errors": 1}
+    assert report.summary == {"passed": 1, "failed": 1, "skipped": 1, "errors": 1, "points": 0, "max_points": 0}
     assert not report.ok

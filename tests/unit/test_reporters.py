@@ -5,8 +5,9 @@ from io import StringIO
 import pytest
 from rich.console import Console
 
+from labs import chroot
 from labs.model import Check, CheckResult, Lab, LabReport, Step, StepResult
-from labs.reporters import LIVE_TAIL, DemoReporter, PlainReporter, RichReporter, make_reporter
+from labs.reporters import LIVE_TAIL, DemoReporter, PlainReporter, RichReporter, make_reporter, verdict
 
 HOST = "root@127.0.0.1:2222"
 
@@ -369,3 +370,11 @@ def test_every_line_of_the_evidence_and_a_passing_checks_warning_are_shown(rende
     for line in EVIDENCE.detail.splitlines() + [WARNED.message, WARNED.detail, WARNED.hint]:
         assert line in text, line
     assert "warning" in text
+
+
+def test_verdict_ends_with_the_points_once_they_are_awarded():
+    report = LabReport("chroot", "con0", "qemu", "2026-01-01T10:00:00+00:00", duration_s=2.0,
+                       steps=[StepResult("rootfs", "pass"), StepResult("busybox", "fail")])
+    assert verdict(report).endswith("errors in 2.0s")
+    report.award(chroot.LAB, {"points": {"busybox": 1.5}})
+    assert verdict(report).endswith("errors in 2.0s; points 1/2.5")

@@ -17,8 +17,8 @@ def alice() -> LabReport:
     """A run with one check of each status, durations with more decimals than a report keeps."""
     return LabReport(
         "chroot", "alice@10.0.0.5:22", "ssh", STARTED, mode="check", duration_s=3.21456,
-        steps=[StepResult("rootfs", "pass", 0.2104, already_done=True), StepResult("busybox", "fail", 1.5),
-               StepResult("proc", "skip")],
+        steps=[StepResult("rootfs", "pass", 0.2104, already_done=True, max_points=1),
+               StepResult("busybox", "fail", 1.5, max_points=2.5), StepResult("proc", "skip", max_points=1)],
         checks=[
             CheckResult("rootfs.dirs", "rootfs", "pass", "rootfs/bin is missing", "Run mkdir", 0.0312),
             CheckResult("busybox.runs", "busybox", "fail", "busybox <does not> run & exits 127",
@@ -31,7 +31,7 @@ def alice() -> LabReport:
 
 def bob() -> LabReport:
     return LabReport("chroot", "bob@10.0.0.6:22", "ssh", STARTED, mode="check", duration_s=1.0,
-                     steps=[StepResult("rootfs", "pass", 0.3), StepResult("busybox", "pass", 0.4)],
+                     steps=[StepResult("rootfs", "pass", 0.3, max_points=1), StepResult("busybox", "pass", 0.4, max_points=1)],
                      checks=[CheckResult("rootfs.dirs", "rootfs", "pass", duration_s=0.1),
                              CheckResult("busybox.runs", "busybox", "pass", duration_s=0.2)])
 
@@ -46,7 +46,9 @@ def test_report_json_has_the_design_format():
     assert (data["lab"], data["host"], data["provider"], data["started"]) == (
         "chroot", "alice@10.0.0.5:22", "ssh", STARTED)
     assert data["duration_s"] == 3.215
-    assert data["steps"][0] == {"id": "rootfs", "status": "pass", "duration_s": 0.21, "already_done": True}
+    assert data["steps"][0] == {"id": "rootfs", "status": "pass", "duration_s": 0.21, "already_done": True,
+                                "points": 1, "max_points": 1}
+    assert data["steps"][1]["points"] == 0 and data["steps"][1]["max_points"] == 2.5
     for step in data["steps"]:
         assert {"id", "status", "duration_s"} <= step.keys()
         assert isinstance(step["duration_s"], float)
@@ -54,7 +56,7 @@ def test_report_json_has_the_design_format():
                                  "message": "rootfs/bin is missing", "hint": "Run mkdir",
                                  "duration_s": 0.031, "detail": ""}
     assert [check["status"] for check in data["checks"]] == ["pass", "fail", "error", "skip"]
-    assert data["summary"] == {"passed": 1, "failed": 1, "skipped": 1, "errors": 1}
+    assert data["summary"] == {"passed": 1, "failed": 1, "skipped": 1, "errors": 1, "points": 1, "max_points": 4.5}
     assert json.loads(json.dumps(data)) == data
 
 
@@ -64,8 +66,8 @@ def test_class_report_json_sums_hosts_and_lists_the_unreachable():
     assert data["hosts"][0] == report_json(alice())
     assert data["hosts"][1]["host"] == "bob@10.0.0.6:22"
     assert data["hosts"][2] == {"host": CAROL.host, "status": "unreachable", "message": CAROL.message}
-    assert data["summary"] == {"passed": 3, "failed": 1, "skipped": 1, "errors": 1, "hosts": 3, "unreachable": 1,
-                               "host_errors": 0}
+    assert data["summary"] == {"passed": 3, "failed": 1, "skipped": 1, "errors": 1, "points": 3, "max_points": 6.5,
+                               "hosts": 3, "unreachable": 1, "host_errors": 0}
 
 
 def test_a_host_reached_whose_checks_did_not_finish_is_an_error_not_unreachable():
@@ -77,7 +79,7 @@ def test_a_host_reached_whose_checks_did_not_finish_is_an_error_not_unreachable(
     assert [suite.find("testcase").get("name") for suite in suites] == ["reachable", "checks-completed"]
     assert [suite.find("testcase/error").get("type") for suite in suites] == ["unreachable", "error"]
     rows = list(csv.reader(grade_csv([bob(), DAN]).splitlines()))
-    assert rows[2] == ["dan@10.0.0.8:22", "error", "error", "", ""]
+    assert rows[2] == ["dan@10.0.0.8:22", "", "", "", "2", "error"]
 
 
 def test_junit_xml_parses_and_counts_agree_with_the_summary():
@@ -142,10 +144,10 @@ def test_write_csv_has_a_row_per_host(tmp_path):
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows == [
-        ["host", "rootfs", "busybox", "proc", "passed", "failed"],
-        ["alice@10.0.0.5:22", "pass", "fail", "skip", "1", "1"],
-        ["bob@10.0.0.6:22", "pass", "pass", "", "2", "0"],
-        ["carol@10.0.0.7:22", "unreachable", "unreachable", "unreachable", "", ""],
+        ["host", "rootfs", "busybox", "proc", "total", "max_points", "status"],
+        ["alice@10.0.0.5:22", "1", "0", "0", "1", "4.5", "fail"],
+        ["bob@10.0.0.6:22", "1", "1", "", "2", "2", "pass"],
+        ["carol@10.0.0.7:22", "", "", "", "", "4.5", "unreachable"],
     ]
 
 
@@ -161,5 +163,5 @@ def test_unknown_suffix_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError) as raised:
         write_report(tmp_path / "out" / "x.txt", "chroot", [alice()])
     assert raised.value.message == f"Unknown report format for '{tmp_path / 'out' / 'x.txt'}'."
-    assert raised.value.hint == "Use a path ending in .json, .xml (JUnit), .csv or .html (the class page)."
+    assert raised.value.hint == "Use a path ending in .json, .xml (JUnit), .csv or .html, or name a format with --format."
     assert not (tmp_path / "out").exists()
