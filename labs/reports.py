@@ -40,7 +40,7 @@ def _seconds(value: float) -> float:
 
 
 def report_json(report: LabReport) -> dict:
-    """One host's run in the JSON report format of design.md, plus "mode", "already_done" and "detail"."""
+    """One host's run in the JSON report format of design.md, plus "mode", "already_done", "notes" and "detail"."""
     return {
         "lab": report.lab,
         "host": report.host,
@@ -50,7 +50,7 @@ def report_json(report: LabReport) -> dict:
         "duration_s": _seconds(report.duration_s),
         "steps": [
             {"id": step.id, "status": step.status, "duration_s": _seconds(step.duration_s),
-             "already_done": step.already_done}
+             "already_done": step.already_done, "notes": step.notes}
             for step in report.steps
         ],
         "checks": [

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, TypeVar
 
@@ -35,6 +35,7 @@ class StepContext:
     variables: dict[str, str]
     reporter: Reporter
     step: Step
+    notes: list[str] = field(default_factory=list)
 
     def sh(self, script: str, *, stdin: str | None = None, show: str | None = None, check: bool = True,
            timeout: float | None = None, failure: tuple[str, str] | None = None, root: bool = True) -> CommandResult:
@@ -76,6 +77,12 @@ class StepContext:
     def say(self, text: str) -> None:
         """A line of narration between commands."""
         self.reporter.output(self.step, text)
+
+    def note(self, text: str) -> None:
+        """A fact worth keeping (where a file came from, a fallback taken): shown as a notice and
+        written into the report's step entry under "notes"."""
+        self.notes.append(text)
+        self.reporter.notice(self.step, text)
 
     def read(self, script: str) -> CommandResult:
         """Run a read-only helper command without showing it (used to inspect the target)."""
@@ -270,7 +277,7 @@ class Runner:
         status = _worst(checks)
         if status == PASS:
             self._record(step)
-        result = StepResult(step.id, status, time.monotonic() - started)
+        result = StepResult(step.id, status, time.monotonic() - started, notes=context.notes)
         report.steps.append(result)
         self.reporter.step_finished(step, result)
         return result

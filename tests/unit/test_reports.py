@@ -17,8 +17,8 @@ def alice() -> LabReport:
     """A run with one check of each status, durations with more decimals than a report keeps."""
     return LabReport(
         "chroot", "alice@10.0.0.5:22", "ssh", STARTED, mode="check", duration_s=3.21456,
-        steps=[StepResult("rootfs", "pass", 0.2104, already_done=True), StepResult("busybox", "fail", 1.5),
-               StepResult("proc", "skip")],
+        steps=[StepResult("rootfs", "pass", 0.2104, already_done=True), StepResult("busybox", "fail", 1.5,
+               notes=["busybox from the target's own /usr/bin/busybox"]), StepResult("proc", "skip")],
         checks=[
             CheckResult("rootfs.dirs", "rootfs", "pass", "rootfs/bin is missing", "Run mkdir", 0.0312),
             CheckResult("busybox.runs", "busybox", "fail", "busybox <does not> run & exits 127",
@@ -46,7 +46,8 @@ def test_report_json_has_the_design_format():
     assert (data["lab"], data["host"], data["provider"], data["started"]) == (
         "chroot", "alice@10.0.0.5:22", "ssh", STARTED)
     assert data["duration_s"] == 3.215
-    assert data["steps"][0] == {"id": "rootfs", "status": "pass", "duration_s": 0.21, "already_done": True}
+    assert data["steps"][0] == {"id": "rootfs", "status": "pass", "duration_s": 0.21, "already_done": True, "notes": []}
+    assert data["steps"][1]["notes"] == ["busybox from the target's own /usr/bin/busybox"]
     for step in data["steps"]:
         assert {"id", "status", "duration_s"} <= step.keys()
         assert isinstance(step["duration_s"], float)
