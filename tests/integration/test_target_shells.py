@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shlex
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -26,10 +27,10 @@ import pytest
 
 from labs import chroot
 from labs.cli import DEFAULTS
-from labs.providers.ssh import Remote, stop_script
+from labs.providers.ssh import stop_script
 from labs.reporting import SilentReporter
 from labs.runner import Runner
-from tests.remote import sh
+from tests.remote import ShellRemote, sh
 
 pytestmark = pytest.mark.vm
 
@@ -44,17 +45,6 @@ SHELLS = {
     "dash": (f"PATH={GNU_PATH} /bin/dash", "/usr/bin/dash"),
     "bash": (f"PATH={GNU_PATH} {VM_BASH}", VM_BASH),
 }
-
-
-class ShellRemote(Remote):
-    """labkit's SSH transport, with `shell` running each script where the login shell would run `sh`."""
-
-    def __init__(self, target, shell: str):
-        super().__init__(target)
-        self.shell = shell
-
-    def _command(self, script: str, root: bool, token: str = "") -> str:
-        return f"{f'LABKIT_RUN={token} ' if token else ''}{self.shell} -c {shlex.quote(script)}"
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +86,19 @@ def test_the_login_shell_is_busybox_ash_with_applets_first(remote):
                       "readlink \"$(command -v $c)\"; done' | sort -u").split() == ["/bin/busybox"]
 
 
+def test_an_interactive_ssh_login_lands_in_busybox_ash(con0):
+    """`inv vm.ssh con0` (ssh with a terminal): a login shell, BusyBox ash, reading Debian's profile."""
+    provider, _ = con0
+    login = subprocess.run(provider.ssh_command("con0") + ["-tt", "-o", "BatchMode=yes"], text=True,
+                           input='echo "shell=$0 exe=$(readlink /proc/$$/exe) path=$PATH"; exit\n',
+                           capture_output=True, timeout=120)
+    assert "shell=-ash exe=/usr/bin/busybox path=/usr/local/sbin:/usr/local/bin:" in login.stdout, login.stdout + login.stderr
+
+
 def test_the_whole_lab_solves_checks_stops_and_resets_under_each_shell(shell_remote, tmp_path):
     name, connection = shell_remote
-    assert sh(connection, "readlink /proc/$$/exe").strip() == SHELLS[name][1]
+    # "; :" keeps bash from exec-ing readlink in its own process, which $$ would then name.
+    assert sh(connection, "readlink /proc/$$/exe; :").strip() == SHELLS[name][1]
     runner = Runner(chroot.LAB, connection, SilentReporter(), settings(tmp_path))
 
     solved = runner.solve()
