@@ -88,10 +88,11 @@ GUEST_FILES = {
 # busybox picks the applet from argv[0], so init has to be reached through a link named "init".
 INIT_PATH = "/usr/lib/labkit/init"
 
-# Applets not linked into /usr/local/bin: busybox itself (it is /bin/busybox), and Debian's package and
-# kernel-module tools, which its maintainer scripts must find on PATH (BusyBox's dpkg or depmod would
-# corrupt their state).
-APPLETS_NOT_LINKED = ["busybox", "dpkg", "dpkg-deb", "start-stop-daemon", "rpm", "rpm2cpio",
+# Applets not linked into /usr/local/bin: busybox itself (it is /bin/busybox), and the Debian tools that
+# Debian's own programs find on PATH and call with options BusyBox lacks: the package and kernel-module
+# tools of maintainer scripts (BusyBox's dpkg or depmod would corrupt their state), and run-parts
+# (sshd's PAM runs `run-parts --lsbsysinit` for the login message).
+APPLETS_NOT_LINKED = ["busybox", "run-parts", "dpkg", "dpkg-deb", "start-stop-daemon", "rpm", "rpm2cpio",
                        "depmod", "insmod", "modprobe", "rmmod", "lsmod", "modinfo", "init", "linuxrc"]
 
 # Documentation is not needed on a lab VM; leaving it out makes the image and in-guest apt faster.
