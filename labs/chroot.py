@@ -13,10 +13,13 @@ import shlex
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import StepFailed
+from .errors import StepFailed, UsageError
 from .model import Cause, Check, Handin, Lab, Step
 from .runner import StepContext
 from .templates import render
+
+# `--busybox` (setting chroot.busybox.source) takes one of these, or the path of a file on this machine.
+BUSYBOX_SOURCES = ("auto", "url", "target")
 
 # busybox picks its applet by the name it is run as, so the staged copy must start with "busybox".
 STAGED_BUSYBOX = "bin/busybox.labkit-new"
@@ -108,58 +111,111 @@ def _record_sha256(settings: dict, url: str, digest: str) -> Path:
     return pins
 
 
-def _stage_from_url(ctx: StepContext, staged: str) -> None:
+class DownloadFailed(StepFailed):
+    """The target could not fetch the busybox URL (no route, DNS, an HTTP error): `auto` may fall back."""
+
+
+def _download(ctx: StepContext, staged: str) -> str:
+    """Download the workshop's busybox to `staged`; returns the sha256 to record once it has proved to
+    run (empty when it is already pinned). A digest that differs from the pin is never a fallback."""
     url = ctx.settings["busybox"]["url"]
     fetch = (f'if command -v wget >/dev/null; then wget -q -O {staged} {shlex.quote(url)}\n'
              f'elif command -v curl >/dev/null; then curl -fsSL -o {staged} {shlex.quote(url)}\n'
              f'else busybox wget -q -O {staged} {shlex.quote(url)}; fi')
-    ctx.sh(fetch, show=f"wget {url} -O rootfs/bin/busybox",
-           failure=(f"The target could not download {url}.",
-                    "Check the VM's network, or use another source: --busybox target or --busybox PATH (a static busybox on this machine)."))
+    result = ctx.sh(fetch, show=f"wget {url} -O rootfs/bin/busybox", check=False)
+    if not result.ok:
+        reason = next((line.strip() for line in reversed(result.stderr.splitlines()) if line.strip()),
+                      f"exit status {result.exit_code}")
+        raise DownloadFailed(f"The target could not download {url} ({reason}).",
+                             "Check the VM's network, or use another source: --busybox auto (the default: falls back to "
+                             "the target's own busybox), target, or PATH (a static busybox on this machine).")
     digest = ctx.read(f"sha256sum {staged} | cut -c1-64").stdout.strip()
     expected, origin = _expected_sha256(ctx.settings, url)
-    if not expected:
-        pins = _record_sha256(ctx.settings, url, digest)
-        ctx.say(f"sha256 {digest}: first download, recorded in {pins}")
-    elif digest != expected:
+    if expected and digest != expected:
         raise StepFailed(f"The busybox downloaded from {url} has sha256 {digest}, not {expected} ({origin}).",
                          f"Nothing was installed. If the new file is trusted, update {origin}; else use --busybox PATH.")
-    else:
-        ctx.say(f"sha256 {digest} matches {origin}")
+    ctx.say(f"sha256 {digest} matches {origin}" if expected else f"sha256 {digest}: first download")
+    return "" if expected else digest
 
 
-def _stage_from_target(ctx: StepContext, staged: str) -> None:
-    ctx.sh(f'cp "$(command -v busybox)" {staged}', show="cp $(command -v busybox) rootfs/bin/busybox",
-           failure=("The target has no busybox of its own.",
-                    "Install one (Debian: apt-get install busybox-static), or use --busybox url or --busybox PATH."))
+# The target's own busybox as a path. `command -v` is not enough: BusyBox ash (Alpine's login shell)
+# answers a bare "busybox" for its applets, so PATH and the usual directories are searched as well.
+FIND_TARGET_BUSYBOX = """found=$(command -v busybox 2>/dev/null)
+case "$found" in /*) [ -f "$found" ] && { printf '%s\\n' "$found"; exit 0; } ;; esac
+IFS=:
+for dir in $PATH:/bin:/usr/bin:/sbin:/usr/sbin; do
+  [ -f "$dir/busybox" ] && [ -x "$dir/busybox" ] && { printf '%s\\n' "$dir/busybox"; exit 0; }
+done
+exit 1
+"""
 
 
-def _stage_from_host(ctx: StepContext, staged: str, source: str) -> None:
+def _copy_from_target(ctx: StepContext, staged: str) -> str:
+    """Copy the target's own busybox to `staged`; returns its path on the target."""
+    found = ctx.read(FIND_TARGET_BUSYBOX)
+    path = found.stdout.strip()
+    if not found.ok or not path:
+        raise StepFailed("The target has no busybox of its own.",
+                         "Install one (Debian: apt-get install busybox-static), or use --busybox url or --busybox PATH.")
+    ctx.sh(f"cp {shlex.quote(path)} {staged}", show=f"cp {path} rootfs/bin/busybox",
+           failure=(f"Could not copy the target's busybox {path} into the rootfs.", "Check that the rootfs is writable."))
+    return path
+
+
+def _upload_from_host(ctx: StepContext, staged: str, source: str) -> str:
+    """Upload the host's file `source` to `staged`; returns a description of it."""
     path = Path(source).expanduser()
+    if not path.is_file():
+        raise UsageError(f"chroot.busybox.source {source}: no such file.",
+                         f"Set it to {', '.join(BUSYBOX_SOURCES)}, or the path of a static busybox binary.")
     data = path.read_bytes()
     ctx.reporter.command(ctx.step, f"scp {path} TARGET:rootfs/bin/busybox")
     upload = ctx.upload(data)
     ctx.sh(f"mv -f {upload} {staged}", show="", failure=("Could not move the uploaded busybox into the rootfs.",
                                                          "Check that the rootfs is writable."))
-    ctx.say(f"uploaded {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+    digest = hashlib.sha256(data).hexdigest()
+    ctx.say(f"uploaded {len(data)} bytes, sha256 {digest}")
+    return f"{path} on this machine (sha256 {digest})"
+
+
+def _stage(ctx: StepContext, staged: str) -> tuple[str, str]:
+    """Put busybox from the configured source at `staged`: (where it came from, sha256 to pin or "").
+
+    `auto` falls back to the target's own busybox only when the download fails; that is said at once,
+    in one notice line that the report keeps in the step's notes."""
+    source = ctx.settings["busybox"]["source"]
+    if source in ("url", "auto"):
+        url = ctx.settings["busybox"]["url"]
+        try:
+            return f"busybox from {url}", _download(ctx, staged)
+        except DownloadFailed as failure:
+            if source == "url":
+                raise
+            path = _copy_from_target(ctx, staged)
+            ctx.note(f"{failure.message.rstrip('.')}: using the target's own static busybox {path} instead.")
+            return f"busybox from the target's own {path}", ""
+    if source == "target":
+        return f"busybox from the target's own {_copy_from_target(ctx, staged)}", ""
+    return f"busybox from {_upload_from_host(ctx, staged, source)}", ""
 
 
 def install_busybox(ctx: StepContext) -> None:
-    """Fetch busybox from the chosen source into a staging name, prove it runs in the chroot, then install."""
-    source = ctx.settings["busybox"]["source"]
+    """Fetch busybox from the chosen source into a staging name, prove it runs in the chroot, then install.
+
+    The step's notes (report and output) say where it came from."""
     staged = f'"$ROOTFS"/{STAGED_BUSYBOX}'
     try:
-        if source == "url":
-            _stage_from_url(ctx, staged)
-        elif source == "target":
-            _stage_from_target(ctx, staged)
-        else:
-            _stage_from_host(ctx, staged, source)
+        origin, pin = _stage(ctx, staged)
         ctx.sh(f"chmod 755 {staged} && chroot \"$ROOTFS\" /{STAGED_BUSYBOX} --help 2>&1 | head -n 1 | grep '^BusyBox'",
                show="chmod +x rootfs/bin/busybox",
-               failure=(f"The busybox from '{source}' does not run as busybox inside the rootfs.",
+               failure=(f"The {origin} does not run as busybox inside the rootfs.",
                         "It must be a static busybox build for this machine's CPU (Debian: busybox-static); nothing was installed."))
         ctx.sh(f'mv -f {staged} "$ROOTFS/bin/busybox"', show="")
+        if pin:
+            url = ctx.settings["busybox"]["url"]
+            ctx.say(f"sha256 recorded in {_record_sha256(ctx.settings, url, pin)}")
+        if not ctx.notes:  # a fallback has said where busybox came from already
+            ctx.note(origin)
     finally:
         ctx.read(f"rm -f {staged}")
 

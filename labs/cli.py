@@ -58,7 +58,7 @@ DEFAULTS = {
         "points": {},
         "hidden": [],
         "busybox": {
-            "source": "url",
+            "source": "auto",
             "url": "https://www.busybox.net/downloads/binaries/1.31.0-defconfig-multiarch-musl/busybox-i686",
             "sha256": "",
         },
@@ -349,14 +349,16 @@ SOLVE_HELP = {
 
 
 @task(help={**SOLVE_HELP,
-            "busybox": "Where busybox comes from: url (the workshop's download, default), target (the "
+            "busybox": "Where busybox comes from: auto (default: the workshop's download, else the target's own "
+                       "static busybox, said in the output and the report), url (the download only), target (the "
                        "target's own busybox) or a PATH to a static busybox on this machine (uploaded)."})
 @user_errors
 def lab_chroot(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
                report=None, busybox=None, pause=False, format_=None):
     """Run the chroot lab on the lab VM, verifying after every step."""
-    if busybox and busybox not in ("url", "target") and not Path(busybox).expanduser().is_file():
-        raise UsageError(f"--busybox {busybox}: no such file.", "Give url, target, or the path of a static busybox binary.")
+    if busybox and busybox not in chroot_lab.BUSYBOX_SOURCES and not Path(busybox).expanduser().is_file():
+        raise UsageError(f"--busybox {busybox}: no such file.",
+                         "Give auto, url, target, or the path of a static busybox binary.")
     _run_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, start=from_, only=only, force=force,
              demo=demo, report=report, fmt=format_, overrides={"busybox.source": busybox}, pause=pause)
 

@@ -179,6 +179,7 @@ class StepResult:
     status: str
     duration_s: float = 0.0
     already_done: bool = False
+    notes: list[str] = field(default_factory=list)  # what the step's action wants kept, e.g. busybox's source
     max_points: float = 0.0
     title: str = ""
     visible: bool = True

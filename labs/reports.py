@@ -43,8 +43,8 @@ _SUMMARY_KEYS = ("passed", "failed", "skipped", "errors", "points", "max_points"
 
 
 def report_json(report: LabReport) -> dict:
-    """One host's run in the JSON report format of design.md, plus "mode", "already_done" and "detail";
-    steps and summary carry `points` (earned) and `max_points` (what they are worth)."""
+    """One host's run in the JSON report format of design.md, plus "mode", "already_done", "notes" and
+    "detail"; steps and summary carry `points` (earned) and `max_points` (what they are worth)."""
     return {
         "lab": report.lab,
         "host": report.host,
@@ -54,7 +54,8 @@ def report_json(report: LabReport) -> dict:
         "duration_s": seconds(report.duration_s),
         "steps": [
             {"id": step.id, "status": step.status, "duration_s": seconds(step.duration_s),
-             "already_done": step.already_done, "points": number(step.points), "max_points": number(step.max_points)}
+             "already_done": step.already_done, "points": number(step.points), "max_points": number(step.max_points),
+             "notes": step.notes}
             for step in report.steps
         ],
         "checks": [

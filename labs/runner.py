@@ -44,6 +44,7 @@ class StepContext:
         if line.strip():
             self.recent.append(line.rstrip())
         self.reporter.output(self.step, line)
+    notes: list[str] = field(default_factory=list)
 
     def sh(self, script: str, *, stdin: str | None = None, show: str | None = None, check: bool = True,
            timeout: float | None = None, failure: tuple[str, str] | None = None, root: bool = True) -> CommandResult:
@@ -85,6 +86,12 @@ class StepContext:
     def say(self, text: str) -> None:
         """A line of narration between commands."""
         self.reporter.output(self.step, text)
+
+    def note(self, text: str) -> None:
+        """A fact worth keeping (where a file came from, a fallback taken): shown as a notice and
+        written into the report's step entry under "notes"."""
+        self.notes.append(text)
+        self.reporter.notice(self.step, text)
 
     def read(self, script: str) -> CommandResult:
         """Run a read-only helper command without showing it (used to inspect the target)."""
@@ -285,7 +292,7 @@ class Runner:
         status = _worst(checks)
         if status == PASS:
             self._record(step)
-        result = StepResult(step.id, status, time.monotonic() - started)
+        result = StepResult(step.id, status, time.monotonic() - started, notes=context.notes)
         report.steps.append(result)
         self.reporter.step_finished(step, result)
         return result

@@ -59,9 +59,12 @@ STOP_GRACE_S = 1
 
 def stop_script(token: str) -> str:
     """Shell that ends every process of the run `token`: SIGTERM, then SIGKILL for what is left."""
-    find = f"grep -lsxzF LABKIT_RUN={token} /proc/[0-9]*/environ | cut -d/ -f3"
-    return (f"pids=$({find}); [ -n \"$pids\" ] || exit 0; kill -TERM $pids 2>/dev/null; sleep {STOP_GRACE_S}\n"
-            f"pids=$({find}); [ -z \"$pids\" ] || kill -KILL $pids 2>/dev/null; exit 0")
+    # grep -z (NUL-separated input) is not in every busybox: each environment's NULs become newlines.
+    find = ("lk_pids() { for env in /proc/[0-9]*/environ; do "
+            f"tr '\\000' '\\n' <\"$env\" 2>/dev/null | grep -qxF LABKIT_RUN={token} "
+            "&& { pid=${env#/proc/}; echo \"${pid%/environ}\"; }; done; }\n")
+    return (f"{find}pids=$(lk_pids); [ -n \"$pids\" ] || exit 0; kill -TERM $pids 2>/dev/null; sleep {STOP_GRACE_S}\n"
+            "pids=$(lk_pids); [ -z \"$pids\" ] || kill -KILL $pids 2>/dev/null; exit 0")
 
 
 def _stop_run(client: paramiko.SSHClient, token: str, sudo: bool, timeout: float) -> None:

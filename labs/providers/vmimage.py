@@ -9,9 +9,18 @@ An image is described by a *recipe* (plain data, overridable through the `vm.ima
 | `sudo`     | that non-root user gets passwordless sudo                                |
 | `groups`   | supplementary groups of that user (they must exist after installation)  |
 | `services` | commands busybox init keeps running besides sshd (for example dockerd)   |
+| `shell`    | the login user's shell (`/bin/ash` is BusyBox ash, as on Alpine); default `/bin/bash` |
+| `userland` | `busybox`: `/bin/ash`, and every BusyBox applet linked in /usr/local/bin, first on PATH; default Debian's tools only |
+| `remove`   | packages purged after installation, essential ones too (`bash`)          |
 
-Keys a recipe leaves out take the `chroot` recipe's values; keep its three base packages, which the
+Keys a recipe leaves out take the `chroot` recipe's values (the built-in `docker` recipe has no
+`shell`, `userland` or `remove`: a bash login on Debian's tools); keep its three base packages, which the
 guest's boot relies on (the kernel, sshd, and busybox-static as init).
+
+The `chroot` recipe is Alpine-like, as the workshop's `alpine3.9-simple`: root logs in to BusyBox
+ash, the applets come first on PATH, and there is no bash. The guest's rc and init never needed bash
+(they run `/bin/busybox sh`); Debian's own tools stay installed behind the applets, so apt and dpkg
+keep working. `docker` keeps Debian's userland with a bash login, as the workshop's Ubuntu box has.
 
 The build runs `mmdebstrap` (root mode as root, unshare mode for a normal user, so no sudo is
 needed), turns its tarball into an ext2 image with `genext2fs` (which keeps the tar's root
@@ -57,6 +66,9 @@ RECIPES: dict[str, dict] = {
         "sudo": False,
         "groups": [],
         "services": [],
+        "shell": "/bin/ash",
+        "userland": "busybox",
+        "remove": ["bash"],
     },
     "docker": {
         "packages": BASE_PACKAGES + ["sudo", "docker.io"],
@@ -75,6 +87,13 @@ GUEST_FILES = {
 }
 # busybox picks the applet from argv[0], so init has to be reached through a link named "init".
 INIT_PATH = "/usr/lib/labkit/init"
+
+# Applets not linked into /usr/local/bin: busybox itself (it is /bin/busybox), and the Debian tools that
+# Debian's own programs find on PATH and call with options BusyBox lacks: the package and kernel-module
+# tools of maintainer scripts (BusyBox's dpkg or depmod would corrupt their state), and run-parts
+# (sshd's PAM runs `run-parts --lsbsysinit` for the login message).
+APPLETS_NOT_LINKED = ["busybox", "run-parts", "dpkg", "dpkg-deb", "start-stop-daemon", "rpm", "rpm2cpio",
+                       "depmod", "insmod", "modprobe", "rmmod", "lsmod", "modinfo", "init", "linuxrc"]
 
 # Documentation is not needed on a lab VM; leaving it out makes the image and in-guest apt faster.
 DPKG_EXCLUDES = [
@@ -129,6 +148,8 @@ def recipe_hash(recipe: dict, suite: str, mirror: str, disk_size: int, guest_fil
     """A short digest of everything that ends up in an image, naming its cache directory."""
     digest = hashlib.sha256()
     digest.update(json.dumps([IMAGE_FORMAT, recipe, suite, mirror, disk_size], sort_keys=True).encode())
+    if recipe.get("userland") == "busybox":
+        digest.update(json.dumps(busybox_userland_hooks()).encode())
     for name in sorted(guest_files):
         digest.update(name.encode() + b"\0" + hashlib.sha256(guest_files[name]).digest())
     return digest.hexdigest()[:12]
@@ -141,23 +162,44 @@ def image_dir(settings: dict, image: str) -> Path:
     return cache_dir(settings) / "images" / f"{image}-{key}"
 
 
+def busybox_userland_hooks() -> list[str]:
+    """Hooks that make BusyBox the userland, as on Alpine: `/bin/ash`, and a link in /usr/local/bin
+    (first on sshd's and root's PATH) for every applet but APPLETS_NOT_LINKED."""
+    kept = " ".join(APPLETS_NOT_LINKED)
+    return [
+        'ln -sf /bin/busybox "$1"/bin/ash && chroot "$1" /usr/sbin/add-shell /bin/ash',
+        'for applet in $(chroot "$1" /bin/busybox --list); do case " ' + kept + ' " in *" $applet "*) continue;; esac; '
+        'ln -sf /bin/busybox "$1/usr/local/bin/$applet" || exit 1; done',
+    ]
+
+
 def customize_hooks(recipe: dict, overlay_tar: Path) -> list[str]:
-    """mmdebstrap `--customize-hook` values: guest files, login user, no shared host keys."""
+    """mmdebstrap `--customize-hook` values: guest files, userland, login user, no shared host keys."""
     hooks = [
         f"tar-in {shlex.quote(str(overlay_tar))} /",
         # openssh-server generated host keys at install time; every VM gets its own from its seed.
         'rm -f "$1"/etc/ssh/ssh_host_*',
     ]
+    if recipe.get("userland") == "busybox":
+        hooks += busybox_userland_hooks()
+    shell = shlex.quote(recipe.get("shell") or "/bin/bash")
     user = recipe["user"]
-    if user != "root":
+    if user == "root":
+        if recipe.get("shell"):
+            hooks.append(f'chroot "$1" usermod --shell {shell} root')
+    else:
         groups = ",".join(recipe.get("groups") or [])
         options = f"--groups {shlex.quote(groups)} " if groups else ""
-        hooks.append(f'chroot "$1" useradd --create-home --shell /bin/bash {options}{shlex.quote(user)}')
+        hooks.append(f'chroot "$1" useradd --create-home --shell {shell} {options}{shlex.quote(user)}')
         # "*" rather than a locked "!": sshd then accepts key logins whatever its UsePAM says.
         hooks.append(f"chroot \"$1\" usermod -p '*' {shlex.quote(user)}")
         if recipe.get("sudo"):
             line = shlex.quote(f"{user} ALL=(ALL) NOPASSWD:ALL")
             hooks.append(f'echo {line} > "$1"/etc/sudoers.d/labkit && chmod 440 "$1"/etc/sudoers.d/labkit')
+    if recipe.get("remove"):
+        # Last, once nothing else needs them (bash is Essential to dpkg, hence the force).
+        packages = " ".join(shlex.quote(name) for name in recipe["remove"])
+        hooks.append(f'chroot "$1" dpkg --purge --force-remove-essential {packages}')
     return hooks
 
 

@@ -33,10 +33,10 @@ STEP_IDS = ["rootfs", "busybox", "symlinks", "chroot-shell", "container-script",
 
 # What the VM looks like to a test: every path, type, size and (outside /proc-like trees) content
 # hash under the student's home and /tmp, every path and size elsewhere on the root filesystem, and
-# the mount table. Equal snapshots mean a check changed nothing.
+# the mount table. Equal snapshots mean a check changed nothing. (BusyBox's find has no -printf.)
 SNAPSHOT = r"""
-find / -xdev \( -path /root -o -path /tmp \) -prune -o -printf '%p %y %s\n' | sort | sha256sum
-find /root /tmp -xdev -printf '%p %y %s %m\n' | sort
+find / -xdev \( -path /root -o -path /tmp \) -prune -o -exec stat -c '%n %F %s' {} + | sort | sha256sum
+find /root /tmp -xdev -exec stat -c '%n %F %s %a' {} + | sort
 find /root /tmp -xdev -type f -exec sha256sum {} + | sort
 cut -d' ' -f1-4 /proc/mounts | sort
 """
@@ -65,10 +65,11 @@ def check(remote: Remote):
 
 @pytest.fixture(scope="module")
 def solved(env, con0, remote, tmp_path_factory):
-    """The lab solved once through the CLI, as an instructor would: the report of that first run."""
+    """The lab solved once through the CLI with the default flags, as the README's first command does on
+    a machine without internet (busybox.net is unreachable here): the report of that run, its output."""
     sh(remote, "rm -rf /root/rootfs /root/container.sh /root/.labkit")
     report = tmp_path_factory.mktemp("solve") / "r.json"
-    result = labkit(env, "lab.chroot", "--busybox", HOST_BUSYBOX, "--report", str(report))
+    result = labkit(env, "lab.chroot", "--report", str(report))
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(report.read_text()), result.stdout
 
@@ -80,6 +81,32 @@ def test_first_run_passes_every_step(solved):
     assert report["summary"]["failed"] == 0 and report["summary"]["passed"] >= 12
     assert report["provider"] == "qemu" and report["lab"] == "chroot"
     assert "HELLO.txt" in output and "labkit-probe-1" in output
+
+
+WORKSHOP_URL = DEFAULTS["chroot"]["busybox"]["url"]
+
+
+def test_default_flags_fall_back_to_the_targets_own_busybox_and_say_so(solved, remote):
+    report, output = solved
+    busybox = next(step for step in report["steps"] if step["id"] == "busybox")
+    assert busybox["notes"] == [f"The target could not download {WORKSHOP_URL} (wget: bad address 'www.busybox.net'): "
+                                "using the target's own static busybox /usr/bin/busybox instead."]
+    assert output.count("using the target's own static busybox") == 1
+    assert sh(remote, "cmp /bin/busybox /root/rootfs/bin/busybox && echo same").strip() == "same"
+    runs = next(check for check in report["checks"] if check["id"] == "busybox.runs")
+    assert runs["status"] == "pass" and runs["detail"].startswith("BusyBox v") and "Debian" in runs["detail"]
+
+
+def test_url_source_without_the_download_fails_clearly_and_changes_nothing(solved, env, remote):
+    before = sh(remote, "sha256sum /root/rootfs/bin/busybox")
+    result = labkit(env, "lab.chroot", "--only", "busybox", "--force", "--busybox", "url")
+    assert result.returncode == 1, result.stdout + result.stderr
+    failures = [line for line in result.stdout.splitlines() if "FAIL" in line]
+    assert failures == [f"[busybox] FAIL check busybox.action: The target could not download {WORKSHOP_URL} "
+                        "(wget: bad address 'www.busybox.net'). (0.00s)"]
+    assert "using the target's own" not in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert sh(remote, "sha256sum /root/rootfs/bin/busybox") == before
+    assert sh(remote, "ls /root/rootfs/bin | grep labkit || true") == ""
 
 
 def test_rerun_reports_every_step_already_done(solved, env, tmp_path):
@@ -200,6 +227,25 @@ def test_url_source_records_then_enforces_the_sha256(solved, env, remote, busybo
     assert sh(remote, "ls /root/rootfs/bin | grep labkit || true") == ""
 
 
+def test_auto_falls_back_on_an_http_error(solved, env, remote, busybox_server):
+    _, url = busybox_server  # serves nothing: 404
+    result = labkit(dict(env, INVOKE_CHROOT_BUSYBOX_URL=url), "lab.chroot", "--only", "busybox", "--force")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"! The target could not download {url} (wget: server returned error: HTTP/1.0 404 File not found): " \
+           "using the target's own static busybox /usr/bin/busybox instead." in result.stdout
+
+
+def test_auto_never_falls_back_when_the_checksum_differs(solved, env, remote, busybox_server):
+    root, url = busybox_server
+    (root / "busybox").write_bytes(Path(HOST_BUSYBOX).read_bytes() + b"tampered")
+    before = sh(remote, "sha256sum /root/rootfs/bin/busybox")
+    env = dict(env, INVOKE_CHROOT_BUSYBOX_URL=url, INVOKE_CHROOT_BUSYBOX_SHA256=hashlib.sha256(Path(HOST_BUSYBOX).read_bytes()).hexdigest())
+    result = labkit(env, "lab.chroot", "--only", "busybox", "--force")
+    assert result.returncode == 1 and "chroot.busybox.sha256" in result.stdout and "Nothing was installed" in result.stdout
+    assert "using the target's own" not in result.stdout
+    assert sh(remote, "sha256sum /root/rootfs/bin/busybox") == before
+
+
 def test_configured_sha256_is_enforced(solved, env, remote, busybox_server):
     root, url = busybox_server
     (root / "busybox").write_bytes(Path(HOST_BUSYBOX).read_bytes())
@@ -221,8 +267,12 @@ def test_a_file_that_is_not_busybox_is_refused_and_nothing_installed(solved, env
 
 
 def test_target_source_uses_the_vms_own_busybox(solved, env, remote):
+    """The reported bug: in BusyBox ash `command -v busybox` answers "busybox", not a path."""
+    assert sh(remote, "command -v busybox").strip() == "busybox"
     result = labkit(env, "lab.chroot", "--only", "busybox", "--force", "--busybox", "target")
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "$ cp /usr/bin/busybox rootfs/bin/busybox" in result.stdout
+    assert "! busybox from the target's own /usr/bin/busybox" in result.stdout
     assert sh(remote, "cmp /bin/busybox /root/rootfs/bin/busybox && echo same").strip() == "same"
 
 

@@ -22,7 +22,7 @@ import yaml
 from labs import docker
 from labs.cli import DEFAULTS
 from tests import cli
-from tests.remote import sh
+from tests.remote import ShellRemote, sh
 from labs.reporting import SilentReporter
 from labs.runner import Runner
 from tests.docker_images import BASE, HELLO_TEXT, offline_config, write_archive
@@ -115,6 +115,24 @@ def test_check_passes_and_leaves_no_trace(solved, docker0, env, offline, remote,
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert {c["status"] for c in json.loads((tmp_path / "check.json").read_text())["checks"]} == {"pass"}
     assert sh(remote, SNAPSHOT) == before
+
+
+# The docker lab's checks under the other shells students have (docker0 runs them with dash as sh):
+# BusyBox ash with its applets preferred, and bash.
+OTHER_SHELLS = {"busybox-ash": "/bin/busybox ash", "bash": "/bin/bash"}
+
+
+@pytest.mark.parametrize("shell", list(OTHER_SHELLS))
+def test_checks_pass_under_busybox_ash_and_bash(solved, docker0, offline, shell):
+    connection = ShellRemote(docker0[1], OTHER_SHELLS[shell])
+    try:
+        assert sh(connection, "readlink /proc/$$/exe; :").strip() == {"busybox-ash": "/usr/bin/busybox",
+                                                                     "bash": "/usr/bin/bash"}[shell]
+        report = Runner(docker.LAB, connection, SilentReporter(), settings(offline)).check()
+    finally:
+        connection.close()
+    assert {(c.id, c.status) for c in report.checks if c.status != "pass"} == set(), \
+        [(c.id, c.detail) for c in report.checks]
 
 
 # States broken by hand (the daemon stopped, the user out of the group, images missing, ...):

@@ -18,7 +18,8 @@ def alice() -> LabReport:
     return LabReport(
         "chroot", "alice@10.0.0.5:22", "ssh", STARTED, mode="check", duration_s=3.21456,
         steps=[StepResult("rootfs", "pass", 0.2104, already_done=True, max_points=1),
-               StepResult("busybox", "fail", 1.5, max_points=2.5), StepResult("proc", "skip", max_points=1)],
+               StepResult("busybox", "fail", 1.5, max_points=2.5, notes=["busybox from the target's own /usr/bin/busybox"]),
+               StepResult("proc", "skip", max_points=1)],
         checks=[
             CheckResult("rootfs.dirs", "rootfs", "pass", "rootfs/bin is missing", "Run mkdir", 0.0312),
             CheckResult("busybox.runs", "busybox", "fail", "busybox <does not> run & exits 127",
@@ -47,8 +48,9 @@ def test_report_json_has_the_design_format():
         "chroot", "alice@10.0.0.5:22", "ssh", STARTED)
     assert data["duration_s"] == 3.215
     assert data["steps"][0] == {"id": "rootfs", "status": "pass", "duration_s": 0.21, "already_done": True,
-                                "points": 1, "max_points": 1}
+                                "points": 1, "max_points": 1, "notes": []}
     assert data["steps"][1]["points"] == 0 and data["steps"][1]["max_points"] == 2.5
+    assert data["steps"][1]["notes"] == ["busybox from the target's own /usr/bin/busybox"]
     for step in data["steps"]:
         assert {"id", "status", "duration_s"} <= step.keys()
         assert isinstance(step["duration_s"], float)
