@@ -43,7 +43,6 @@ from pathlib import Path
 
 from labs.errors import TargetError, UsageError
 from labs.providers import vmimage
-from labs.templates import render
 
 ALGORITHMS = {"sha256": 64, "sha512": 128}
 FORMATS = ("qcow2", "raw")
@@ -276,6 +275,9 @@ def seed_values(vm: str, recipe: dict, authorized_key: str, host_key: Path) -> d
 
 def render_seed(values: dict) -> dict[str, str]:
     """user-data and meta-data from templates/cloud-init-*.j2 (every value quoted by the `yaml` filter)."""
+    # Imported here: the QEMU provider, which imports this module, must load with the standard library
+    # alone (a normal user's vm.up may run under the system Python; see test_qemu_provider.py).
+    from labs.templates import render
     return {name: render(f"cloud-init-{name}.j2", values, "vm") for name in ("user-data", "meta-data")}
 
 
