@@ -93,8 +93,9 @@ PUBLISHED_SHA256 = {ARMV8_URL: "141adb1b625a6f44c4b114f76b4387b4ea4f7ab802b88eb4
 def busybox_url(settings: dict, machine: str) -> str:
     """The busybox download for a target whose `uname -m` is `machine`: its entry in the setting
     chroot.busybox.urls (aarch64: the ARMv8 build), else chroot.busybox.url (the workshop's i686 build)."""
-    busybox = settings["busybox"]
-    return (busybox.get("urls") or {}).get(machine) or busybox["url"]
+    if machine in settings["busybox"].get("urls", {}):
+        return settings["busybox"]["urls"][machine]
+    return settings["busybox"]["url"]
 
 
 def _pins_path(settings: dict) -> Path:
