@@ -18,10 +18,9 @@ import pytest
 import yaml
 
 from labs.providers import vmimage
-from labs.providers.qemu import QemuProvider
 from labs.providers.ssh import Remote
 from tests import cli
-from tests.integration.conftest import progress as show
+from tests.integration.conftest import progress as show, recording_provider
 from tests.remote import sh
 
 pytestmark = pytest.mark.vm
@@ -38,15 +37,9 @@ def settings(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def arm0(settings):
-    messages: list[str] = []
-
-    def note(message: str) -> None:
-        messages.append(message)
-        show(message)
-
-    provider = QemuProvider(settings, note)
+    provider, messages = recording_provider(settings)
     started = time.monotonic()
-    image = vmimage.build_image(provider.settings, "chroot", note, arch="aarch64")
+    image = vmimage.build_image(provider.settings, "chroot", provider.progress, arch="aarch64")
     built = json.loads((image / "image.json").read_text())
     show(f"aarch64 image: built in {built['build_seconds']} s (cached after the first run), ready after "
          f"{time.monotonic() - started:.0f} s")
