@@ -382,6 +382,10 @@ def item_image(facts: Facts) -> Outcome:
     missing = [recipe for recipe in _recipes(facts) if not facts.image_cached(recipe)]
     if not missing:
         return PASS, f"Cached image{'s' if len(_recipes(facts)) > 1 else ''}: {', '.join(_recipes(facts))} (no build needed).", ""
+    if facts.system != "Linux":
+        return (FAIL, f"The image{'s' if len(missing) > 1 else ''} {', '.join(missing)} would be built with mmdebstrap, "
+                f"which runs on Linux only ({facts.system} here).",
+                "Use a distribution's cloud image: in invoke.yaml, vm: {vms: {con0: alpine}} (see docs/getting-started.md).")
     problem = facts.build_tools()
     if problem:
         return FAIL, f"{problem.message.rstrip('.')}: the image{'s' if len(missing) > 1 else ''} {', '.join(missing)} cannot be built.", problem.hint

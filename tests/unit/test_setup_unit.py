@@ -67,6 +67,13 @@ def test_the_item_and_the_provider_make_one_choice():
     assert setup.item_accelerator(found)[1] == f"HVF: {chosen.reason}."
 
 
+def test_macos_is_pointed_to_cloud_images_instead_of_a_build():
+    found = facts(vms=["con0"], system="Darwin", machine="arm64", **{"image:chroot": False})
+    status, message, hint = setup.item_image(found)
+    assert status == FAIL and "mmdebstrap, which runs on Linux only (Darwin here)" in message
+    assert "con0: alpine" in hint
+
+
 def test_a_bad_accel_setting_fails_the_item_with_its_usage_message():
     result = setup.run_item(setup.Item("accelerator", setup.item_accelerator), setup.QEMU_AREAS[1],
                             facts(vm={"accel": "turbo"}, system="Linux", machine="x86_64", cpuinfo=VMX, kvm_device=True))
