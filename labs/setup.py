@@ -297,7 +297,7 @@ def item_qemu_binary(facts: Facts) -> Outcome:
     name = facts.qemu_name
     path = facts.tool(name)
     if not path:
-        return (FAIL, f"{name} not found: the built-in VM needs QEMU for {facts.guest_arch} guests (vm.arch).",
+        return (FAIL, f"{name} not found: the built-in VM needs QEMU for {facts.guest_arch} guests.",
                 _install(name, facts.system))
     first = (facts.version_output(name, "--version") or "").splitlines()
     return PASS, f"{name} at {path}" + (f" ({first[0]})" if first else ""), ""
