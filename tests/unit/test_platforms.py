@@ -85,7 +85,7 @@ def test_linux_aarch64_guest_under_tcg(tmp_path):
     argv = qemu_argv(Launch("con0", tmp_path / "vm", tmp_path / "img", 2222, 1024, 2, "tcg", arch="aarch64"))
     joined = " ".join(argv)
     assert argv[0] == "qemu-system-aarch64"
-    assert "-M virt -accel tcg -cpu max" in joined
+    assert "-M virt -accel tcg -cpu max,pauth-impdef=on" in joined
     assert "console=ttyAMA0" in argv[argv.index("-append") + 1]
     assert f"-kernel {tmp_path / 'img' / 'vmlinuz'}" in joined and "-daemonize" in argv
     assert "virtio-net-pci,netdev=net0" in argv and "unix:qmp.sock,server=on,wait=off" in argv
