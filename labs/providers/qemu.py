@@ -172,7 +172,7 @@ def choose_accel(setting: str, facts: HostFacts) -> Accel:
         return Accel(setting, "as vm.accel says")
     host = vmimage.MACHINE_ALIASES.get(facts.machine.lower(), facts.machine)
     if facts.guest_arch != host:
-        return Accel("tcg", f"a {facts.guest_arch} guest on this {host} CPU is emulated")
+        return Accel("tcg", f"an {facts.guest_arch} guest on this {host} CPU is emulated")
     if facts.system == "Linux":
         if not facts.kvm_device:
             return Accel("tcg", "/dev/kvm is missing or this user cannot open it read-write")

@@ -68,7 +68,7 @@ def test_the_vm_is_an_aarch64_guest_under_tcg(arm0):
     cmdline = Path(f"/proc/{provider._pid(VM)}/cmdline").read_bytes().split(b"\0")
     assert cmdline[0].endswith(b"qemu-system-aarch64") and b"virt" in cmdline and b"max,pauth-impdef=on" in cmdline
     booting = next(m for m in messages if m.startswith(f"Booting {VM}"))
-    assert "TCG (a aarch64 guest on this x86_64 CPU is emulated): it will be slow" in booting
+    assert "TCG (an aarch64 guest on this x86_64 CPU is emulated): it will be slow" in booting
     remote = Remote(target)
     try:
         assert sh(remote, "uname -m").strip() == "aarch64"

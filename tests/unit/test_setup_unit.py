@@ -35,7 +35,7 @@ ACCEL = {
     "linux-kvm-forced-unusable": ("Linux", "x86_64", "kvm", "auto", {"cpuinfo": NO_VMX, "kvm_device": True}, FAIL, "vm.accel is kvm, but KVM cannot run here: the CPU shows no vmx/svm"),
     "linux-kvm-forced": ("Linux", "x86_64", "kvm", "auto", {"cpuinfo": VMX, "kvm_device": True}, PASS, "KVM"),
     "linux-arm-kvm": ("Linux", "aarch64", "auto", "auto", {"cpuinfo": "", "kvm_device": True}, PASS, "KVM: /dev/kvm opens."),
-    "linux-aarch64-guest-emulated": ("Linux", "x86_64", "auto", "aarch64", {"cpuinfo": VMX, "kvm_device": True}, PASS, "because a aarch64 guest on this x86_64 CPU is emulated"),
+    "linux-aarch64-guest-emulated": ("Linux", "x86_64", "auto", "aarch64", {"cpuinfo": VMX, "kvm_device": True}, PASS, "because an aarch64 guest on this x86_64 CPU is emulated"),
     "macos-apple-silicon": ("Darwin", "arm64", "auto", "auto", {"hv_support": True}, PASS, "HVF: macOS Hypervisor.framework"),
     "macos-intel": ("Darwin", "x86_64", "auto", "auto", {"hv_support": True}, PASS, "HVF"),
     "macos-x86-guest-on-apple-silicon": ("Darwin", "arm64", "auto", "x86_64", {"hv_support": True}, PASS, "TCG (software emulation, slow"),
