@@ -717,8 +717,11 @@ class QemuProvider:
         """Poll for the SSH banner until boot_timeout; kill QEMU and name the serial log on failure."""
         vm_dir = self._vm_dir(vm)
         serial = vm_dir / "serial.log"
-        cloud = self._meta(vm).get("source") == "cloud"
+        meta = self._meta(vm)
+        cloud = meta.get("source") == "cloud"
         timeout = float(self.settings["cloud_boot_timeout" if cloud else "boot_timeout"])
+        if meta.get("arch", "x86_64") != vmimage.MACHINE_ALIASES.get(platform.machine().lower()):
+            timeout *= vmimage.FOREIGN_BUILD_FACTOR  # another CPU's guest, emulated instruction by instruction
         next_note = time.monotonic() + PROGRESS_EVERY
         while not ssh_banner(port, timeout=PROBE_WINDOW):
             now = time.monotonic()

@@ -32,7 +32,7 @@ VM = "arm0"
 def settings(tmp_path_factory):
     cache = os.environ.get("LABKIT_TEST_CACHE_DIR") or str(vmimage.default_dir("XDG_CACHE_HOME", ".cache"))
     return {"cache_dir": cache, "state_dir": str(tmp_path_factory.mktemp("arm-state")), "arch": "aarch64",
-            "vms": {VM: "chroot"}, "build_timeout": 2400, "boot_timeout": 600}
+            "vms": {VM: "chroot"}}
 
 
 @pytest.fixture(scope="module")
