@@ -417,8 +417,8 @@ def build_image(settings: dict, image: str, progress: Callable[[str], None], for
     log.unlink(missing_ok=True)
 
     native = arch == host_arch(platform.machine())
-    # Every package script of a foreign arch runs emulated: measured about 15 times slower (18 min on
-    # 2 loaded cores for the chroot image, against about a minute natively).
+    # Every package script of a foreign arch runs emulated: the chroot image took 5 to 23 min on 2 loaded
+    # cores here (about a minute natively), depending on the load.
     timeout = float(settings["build_timeout"]) * (1 if native else FOREIGN_BUILD_FACTOR)
 
     def step(what: str, argv: list[str], ok: tuple[int, ...] = (0,)) -> None:
