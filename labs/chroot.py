@@ -88,6 +88,20 @@ ROOTFS_CHECK = Check(
 # --- busybox ------------------------------------------------------------------------------------
 
 
+# The workshop's release also has an ARMv8 build; its sha256 as published with that download (Bazel
+# http_file pins of it agree), so the first aarch64 download is already verified.
+ARMV8_URL = "https://www.busybox.net/downloads/binaries/1.31.0-defconfig-multiarch-musl/busybox-armv8l"
+PUBLISHED_SHA256 = {ARMV8_URL: "141adb1b625a6f44c4b114f76b4387b4ea4f7ab802b88eb40e0d2f6adcccb1c3"}
+
+
+def busybox_url(settings: dict, machine: str) -> str:
+    """The busybox download for a target whose `uname -m` is `machine`: its entry in the setting
+    chroot.busybox.urls (aarch64: the ARMv8 build), else chroot.busybox.url (the workshop's i686 build)."""
+    if machine in settings["busybox"].get("urls", {}):
+        return settings["busybox"]["urls"][machine]
+    return settings["busybox"]["url"]
+
+
 def _pins_path(settings: dict) -> Path:
     return Path(settings["state_dir"]) / "busybox-sha256.json"
 
@@ -97,6 +111,8 @@ def _expected_sha256(settings: dict, url: str) -> tuple[str, str]:
     configured = settings["busybox"]["sha256"].strip().lower()
     if configured:
         return configured, "chroot.busybox.sha256"
+    if url in PUBLISHED_SHA256:
+        return PUBLISHED_SHA256[url], "the sha256 labkit ships for this URL"
     pins = _pins_path(settings)
     recorded = json.loads(pins.read_text()).get(url, "") if pins.exists() else ""
     return recorded, str(pins)
@@ -115,10 +131,9 @@ class DownloadFailed(StepFailed):
     """The target could not fetch the busybox URL (no route, DNS, an HTTP error): `auto` may fall back."""
 
 
-def _download(ctx: StepContext, staged: str) -> str:
-    """Download the workshop's busybox to `staged`; returns the sha256 to record once it has proved to
+def _download(ctx: StepContext, staged: str, url: str) -> str:
+    """Download busybox from `url` to `staged`; returns the sha256 to record once it has proved to
     run (empty when it is already pinned). A digest that differs from the pin is never a fallback."""
-    url = ctx.settings["busybox"]["url"]
     fetch = (f'if command -v wget >/dev/null; then wget -q -O {staged} {shlex.quote(url)}\n'
              f'elif command -v curl >/dev/null; then curl -fsSL -o {staged} {shlex.quote(url)}\n'
              f'else busybox wget -q -O {staged} {shlex.quote(url)}; fi')
@@ -178,25 +193,26 @@ def _upload_from_host(ctx: StepContext, staged: str, source: str) -> str:
     return f"{path} on this machine (sha256 {digest})"
 
 
-def _stage(ctx: StepContext, staged: str) -> tuple[str, str]:
-    """Put busybox from the configured source at `staged`: (where it came from, sha256 to pin or "").
+def _stage(ctx: StepContext, staged: str) -> tuple[str, tuple[str, str] | None]:
+    """Put busybox from the configured source at `staged`: (where it came from, (URL, sha256) to pin or None).
 
     `auto` falls back to the target's own busybox only when the download fails; that is said at once,
     in one notice line that the report keeps in the step's notes."""
     source = ctx.settings["busybox"]["source"]
     if source in ("url", "auto"):
-        url = ctx.settings["busybox"]["url"]
+        url = busybox_url(ctx.settings, ctx.read("uname -m").stdout.strip())
         try:
-            return f"busybox from {url}", _download(ctx, staged)
+            digest = _download(ctx, staged, url)
+            return f"busybox from {url}", (url, digest) if digest else None
         except DownloadFailed as failure:
             if source == "url":
                 raise
             path = _copy_from_target(ctx, staged)
             ctx.note(f"{failure.message.rstrip('.')}: using the target's own static busybox {path} instead.")
-            return f"busybox from the target's own {path}", ""
+            return f"busybox from the target's own {path}", None
     if source == "target":
-        return f"busybox from the target's own {_copy_from_target(ctx, staged)}", ""
-    return f"busybox from {_upload_from_host(ctx, staged, source)}", ""
+        return f"busybox from the target's own {_copy_from_target(ctx, staged)}", None
+    return f"busybox from {_upload_from_host(ctx, staged, source)}", None
 
 
 def install_busybox(ctx: StepContext) -> None:
@@ -212,8 +228,7 @@ def install_busybox(ctx: StepContext) -> None:
                         "It must be a static busybox build for this machine's CPU (Debian: busybox-static); nothing was installed."))
         ctx.sh(f'mv -f {staged} "$ROOTFS/bin/busybox"', show="")
         if pin:
-            url = ctx.settings["busybox"]["url"]
-            ctx.say(f"sha256 recorded in {_record_sha256(ctx.settings, url, pin)}")
+            ctx.say(f"sha256 recorded in {_record_sha256(ctx.settings, *pin)}")
         if not ctx.notes:  # a fallback has said where busybox came from already
             ctx.note(origin)
     finally:

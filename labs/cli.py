@@ -60,6 +60,7 @@ DEFAULTS = {
         "busybox": {
             "source": "auto",
             "url": "https://www.busybox.net/downloads/binaries/1.31.0-defconfig-multiarch-musl/busybox-i686",
+            "urls": {"aarch64": chroot_lab.ARMV8_URL},
             "sha256": "",
         },
         "container_sh": {
@@ -508,15 +509,22 @@ def _vms(c, provider, console):
                        _plain(c.config.bakerx))
 
 
-@task(help=VM_HELP, positional=["name"])
+@task(help={**VM_HELP, "arch": "Guest CPU of a new VM: auto (this computer's; default: setting vm.arch), x86_64 or "
+                                 "aarch64. A VM keeps the arch it was created with (qemu provider only)."},
+      positional=["name"])
 @user_errors
-def vm_up(c, name, provider=None):
+def vm_up(c, name, provider=None, arch=None):
     """Build the VM image if needed, boot the VM and wait until it answers over SSH."""
     console = _console()
     with progress_display(console, f"Starting {name}") as progress:
-        target = vm_provider(provider or c.config.target.provider, _plain(c.config.vm), progress,
-                             _plain(c.config.bakerx)).up(name)
+        machines = vm_provider(provider or c.config.target.provider, _plain(c.config.vm), progress, _plain(c.config.bakerx))
+        if arch and not hasattr(machines, "accel"):
+            raise UsageError("--arch needs the built-in VM.", "Add --provider qemu, or leave --arch out.")
+        target = machines.up(name, arch) if arch else machines.up(name)
     console.print(f"{name} is up: ssh {target.address} (inv vm.ssh {name})")
+    for status in machines.status():
+        if status.name == name and status.accel:
+            console.print(f"{name} ({status.arch}) runs with {status.accel}")
 
 
 @task(help={"provider": VM_HELP["provider"]})
@@ -524,9 +532,9 @@ def vm_up(c, name, provider=None):
 def vm_status(c, provider=None):
     """Show every lab VM, whether it runs, and its SSH address."""
     console = _console()
-    table = Table("name", "provider", "state", "address", "image")
+    table = Table("name", "provider", "state", "address", "image", "arch", "accelerator (why)")
     for status in _vms(c, provider, console).status():
-        table.add_row(status.name, status.provider, status.state, status.address, status.image)
+        table.add_row(status.name, status.provider, status.state, status.address, status.image, status.arch, status.accel)
     console.print(table)
     console.print(cache_table(_plain(c.config.vm), state_dir(c.config)))
 

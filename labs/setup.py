@@ -129,6 +129,42 @@ class Facts:
         return self.fact("system", platform.system)
 
     @property
+    def machine(self) -> str:
+        """platform.machine(): x86_64, AMD64, arm64 or aarch64."""
+        return self.fact("machine", platform.machine)
+
+    @property
+    def guest_arch(self) -> str:
+        """The guest architecture of the checked VMs: the setting vm.arch (auto = this CPU's)."""
+        return self.fact("guest_arch", lambda: vmimage.resolve_arch(str(self.scope.vm_settings["arch"]), self.machine))
+
+    @property
+    def hv_support(self) -> bool:
+        """macOS: `sysctl kern.hv_support` is 1 (Hypervisor.framework usable)."""
+        return self.fact("hv_support", lambda: self.system == "Darwin" and _output(["sysctl", "-n", "kern.hv_support"]) == "1")
+
+    @property
+    def whpx(self) -> bool:
+        """Windows: QEMU lists the whpx accelerator (the Windows Hypervisor Platform feature is on)."""
+        def read():
+            if self.system != "Windows" or not self.tool(self.qemu_name):
+                return False
+            return "whpx" in (self.version_output(self.qemu_name, "-accel", "help") or "").split()
+        return self.fact("whpx", read)
+
+    @property
+    def qemu_name(self) -> str:
+        """QEMU's program for the guest architecture (found through PATH, so without .exe)."""
+        return qemu.GUESTS[self.guest_arch]["qemu"]
+
+    def host_facts(self) -> qemu.HostFacts:
+        """The facts the accelerator choice is made from (qemu.choose_accel, as QemuProvider boots)."""
+        linux, system = self.system == "Linux", self.system
+        return qemu.HostFacts(system=system, machine=self.machine, guest_arch=self.guest_arch,
+                              kvm_device=linux and self.kvm_device, cpuinfo=self.cpuinfo if linux else "",
+                              hv_support=system == "Darwin" and self.hv_support, whpx=system == "Windows" and self.whpx)
+
+    @property
     def cpuinfo(self) -> str:
         return self.fact("cpuinfo", lambda: _read("/proc/cpuinfo"))
 
@@ -205,7 +241,8 @@ class Facts:
     # -- the built-in VM --------------------------------------------------------------------------
 
     def image_cached(self, recipe: str) -> bool:
-        return self.fact(f"image:{recipe}", lambda: vmimage.image_dir(self.scope.vm_settings, recipe).is_dir())
+        return self.fact(f"image:{recipe}",
+                         lambda: vmimage.image_dir(self.scope.vm_settings, recipe, self.guest_arch).is_dir())
 
     def vm_created(self, vm: str) -> bool:
         return self.fact(f"vm:{vm}", lambda: (_state_dir(self) / "vms" / vm / "vm.json").exists())
@@ -214,7 +251,7 @@ class Facts:
         """Why an image cannot be built here (a missing tool, no subordinate ids), or None."""
         def check():
             try:
-                vmimage.check_tools()
+                vmimage.check_tools(self.guest_arch)
             except LabError as error:
                 return error
             return None
@@ -257,10 +294,11 @@ def _install(tool: str, system: str) -> str:
 
 
 def item_qemu_binary(facts: Facts) -> Outcome:
-    name = "qemu-system-x86_64"
+    name = facts.qemu_name
     path = facts.tool(name)
     if not path:
-        return FAIL, f"{name} not found: the built-in VM needs QEMU for x86_64 guests.", _install(name, facts.system)
+        return (FAIL, f"{name} not found: the built-in VM needs QEMU for {facts.guest_arch} guests.",
+                _install(name, facts.system))
     first = (facts.version_output(name, "--version") or "").splitlines()
     return PASS, f"{name} at {path}" + (f" ({first[0]})" if first else ""), ""
 
@@ -283,43 +321,46 @@ def _kvm_problem(cpuinfo: str, device_ok: bool) -> str:
     return ""
 
 
-def _linux_accel(setting: str, accel: str, facts: Facts) -> Outcome:
-    problem = _kvm_problem(facts.cpuinfo, facts.kvm_device)
-    if accel == "kvm":
-        if problem:
-            return (FAIL, f"vm.accel is kvm, but KVM cannot run here: {problem}.",
-                    "Set vm.accel to auto (TCG when KVM cannot run), or make KVM usable: enable virtualisation "
-                    "in the BIOS/UEFI, and join the kvm group (sudo usermod -aG kvm $USER, then log in again).")
-        return PASS, "KVM: /dev/kvm opens and the CPU has hardware virtualisation (vmx/svm).", ""
-    if setting == "tcg":
-        return PASS, "TCG (software emulation), as vm.accel says: VMs boot and run several times slower than with KVM.", ""
-    hint = ("Enable virtualisation (VT-x/AMD-V) in the BIOS/UEFI settings" if "vmx/svm" in problem
-            else "Join the kvm group: sudo usermod -aG kvm $USER, then log in again")
-    return PASS, f"TCG (software emulation, slow: VMs boot and run several times slower) because {problem}.", hint
-
-
-def _future_accel(name: str) -> Callable[[str, str, Facts], Outcome]:
-    """macOS (HVF) and Windows (WHPX): labkit boots with TCG there for now."""
-    def explain(setting: str, accel: str, facts: Facts) -> Outcome:
-        if accel == "kvm":
-            return FAIL, f"vm.accel is kvm, but KVM exists only on Linux ({facts.system} here).", "Set vm.accel to auto."
-        return PASS, f"TCG (software emulation, slow): labkit does not use {name} on {facts.system} yet.", ""
-    return explain
-
-
-# The accelerator's reasons, per platform.system(); choose_accel decides, these explain it.
-ACCEL_REASONS: dict[str, Callable[[str, str, Facts], Outcome]] = {
-    "Linux": _linux_accel,
-    "Darwin": _future_accel("HVF (Hypervisor.framework)"),
-    "Windows": _future_accel("WHPX (Windows Hypervisor Platform)"),
+# What an accelerator named in vm.accel needs, per accelerator: (the platform, the fact, the hint when it is missing).
+FORCED_NEEDS = {
+    "kvm": ("Linux", "KVM", "Set vm.accel to auto (TCG when KVM cannot run), or make KVM usable: enable virtualisation "
+            "in the BIOS/UEFI, and join the kvm group (sudo usermod -aG kvm $USER, then log in again)."),
+    "hvf": ("Darwin", "Hypervisor.framework", "Set vm.accel to auto (TCG when HVF cannot run)."),
+    "whpx": ("Windows", "the Windows Hypervisor Platform", "Turn on the Windows feature \"Windows Hypervisor Platform\" "
+             "and restart, or set vm.accel to auto."),
 }
 
 
+def _tcg_hint(facts: Facts, accel: qemu.Accel) -> str:
+    """What would make the automatic choice faster than TCG, when something could."""
+    if facts.guest_arch != vmimage.MACHINE_ALIASES.get(facts.machine.lower(), facts.machine):
+        return "A guest of this computer's own architecture would be faster: set vm.arch to auto."
+    if facts.system == "Linux":
+        return ("Enable virtualisation (VT-x/AMD-V) in the BIOS/UEFI settings" if "vmx/svm" in accel.reason
+                else "Join the kvm group: sudo usermod -aG kvm $USER, then log in again")
+    return FORCED_NEEDS["whpx"][2] if facts.system == "Windows" else ""
+
+
 def item_accelerator(facts: Facts) -> Outcome:
-    vm_settings = facts.scope.vm_settings
-    setting = str(vm_settings["accel"])
-    accel = qemu.choose_accel(setting, facts.cpuinfo if facts.system == "Linux" else "", facts.kvm_device)
-    return ACCEL_REASONS.get(facts.system, _future_accel("a hardware accelerator"))(setting, accel, facts)
+    """The accelerator qemu.choose_accel picks from this computer's facts, and why; a forced one
+    that cannot run here fails."""
+    setting = str(facts.scope.vm_settings["accel"])
+    accel = qemu.choose_accel(setting, facts.host_facts())
+    if setting in FORCED_NEEDS:
+        system, what, hint = FORCED_NEEDS[setting]
+        chosen = qemu.choose_accel("auto", facts.host_facts())
+        if facts.system != system:
+            return FAIL, f"vm.accel is {setting}, but {what} exists only on {system} ({facts.system} here).", "Set vm.accel to auto."
+        if chosen.name != setting:
+            problem = _kvm_problem(facts.cpuinfo, facts.kvm_device) if setting == "kvm" else chosen.reason
+            return FAIL, f"vm.accel is {setting}, but {what} cannot run here: {problem or chosen.reason}.", hint
+        return PASS, f"{setting.upper()}: {chosen.reason}.", ""
+    if accel.slow:
+        if setting == "tcg":
+            return PASS, "TCG (software emulation), as vm.accel says: VMs boot and run several times slower.", ""
+        return (PASS, f"TCG (software emulation, slow: VMs boot and run several times slower) because {accel.reason}.",
+                _tcg_hint(facts, accel))
+    return PASS, f"{accel.name.upper()}: {accel.reason}.", ""
 
 
 def chosen_vms(facts: Facts, configured: dict) -> list[str]:
@@ -341,6 +382,10 @@ def item_image(facts: Facts) -> Outcome:
     missing = [recipe for recipe in _recipes(facts) if not facts.image_cached(recipe)]
     if not missing:
         return PASS, f"Cached image{'s' if len(_recipes(facts)) > 1 else ''}: {', '.join(_recipes(facts))} (no build needed).", ""
+    if facts.system != "Linux":
+        return (FAIL, f"The image{'s' if len(missing) > 1 else ''} {', '.join(missing)} would be built with mmdebstrap, "
+                f"which runs on Linux only ({facts.system} here).",
+                "Use a distribution's cloud image: in invoke.yaml, vm: {vms: {con0: alpine}} (see docs/getting-started.md).")
     problem = facts.build_tools()
     if problem:
         return FAIL, f"{problem.message.rstrip('.')}: the image{'s' if len(missing) > 1 else ''} {', '.join(missing)} cannot be built.", problem.hint
@@ -411,7 +456,8 @@ class Area:
 QEMU_AREAS = (
         Area("qemu", "QEMU for the guest's architecture (x86_64)", "The built-in VM runs under QEMU.",
              (Item("qemu-binary", item_qemu_binary), Item("vm-tools", item_vm_tools))),
-        Area("accelerator", "The accelerator QEMU will use", "KVM when usable, else TCG (software emulation, slow).",
+        Area("accelerator", "The accelerator QEMU will use",
+             "KVM (Linux), HVF (macOS) or WHPX (Windows) when usable, else TCG (software emulation, slow).",
              (Item("accelerator", item_accelerator),)),
         Area("image", "The VM images: cached, or tools to build them", "Images are built once and cached.",
              (Item("image", item_image),)),

@@ -61,6 +61,10 @@ RECIPES: dict[str, dict] = {
         "user": "root",
         "sudo": False,
         "groups": [],
+        "arches": {"aarch64": {
+            "url": "https://dl-cdn.alpinelinux.org/alpine/v3.22/releases/cloud/nocloud_alpine-3.22.4-aarch64-uefi-cloudinit-r0.qcow2",
+            "checksum_url": "https://dl-cdn.alpinelinux.org/alpine/v3.22/releases/cloud/nocloud_alpine-3.22.4-aarch64-uefi-cloudinit-r0.qcow2.sha512",
+        }},
     },
     # The Ubuntu 18.04 cloud image that bakerx pulls (its .img is a qcow2), with Ubuntu's SHA256SUMS.
     "bionic": {
@@ -71,6 +75,10 @@ RECIPES: dict[str, dict] = {
         "user": "vagrant",
         "sudo": True,
         "groups": ["sudo"],
+        "arches": {"aarch64": {
+            "url": "https://cloud-images.ubuntu.com/bionic/current/bionic-server-cloudimg-arm64.img",
+            "checksum_url": "https://cloud-images.ubuntu.com/bionic/current/SHA256SUMS",
+        }},
     },
 }
 
@@ -180,12 +188,12 @@ def _size(count: float) -> str:
     return f"{count / CHUNK:.1f} MiB"
 
 
-def fetch(settings: dict, name: str, progress: Callable[[str], None]) -> Download:
-    """The cached image of cloud recipe `name`, downloaded and verified first when missing.
+def fetch(settings: dict, name: str, progress: Callable[[str], None], arch: str = "x86_64") -> Download:
+    """The cached image of cloud recipe `name` for guest `arch`, downloaded and verified first when missing.
 
     Raises TargetError when it cannot be downloaded or its digest differs from the published one
-    (then nothing is cached), UsageError for a malformed recipe."""
-    recipe = vmimage.recipe_for(settings, name)
+    (then nothing is cached), UsageError for a malformed recipe or one without an `arch` image."""
+    recipe = vmimage.recipe_for(settings, name, arch)
     check_recipe(name, recipe)
     try:
         checksum = resolve_checksum(name, recipe, progress)

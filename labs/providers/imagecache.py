@@ -14,12 +14,14 @@ pruning works offline.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labs.errors import UsageError
 from labs.providers import cloudimage, vmimage
 
 
@@ -56,10 +58,13 @@ def _current_dirs(settings: dict) -> set[Path]:
     """Cache directories that the current recipes build or download into."""
     current = set()
     downloads = cloudimage.cached_downloads(settings)
-    for name in {**vmimage.RECIPES, **(settings.get("images") or {})}:
-        recipe = vmimage.recipe_for(settings, name)
+    for name, arch in itertools.product({**vmimage.RECIPES, **(settings.get("images") or {})}, vmimage.ARCHES):
+        try:
+            recipe = vmimage.recipe_for(settings, name, arch)
+        except UsageError:  # a cloud recipe without an image for this arch
+            continue
         if not cloudimage.is_cloud(recipe):
-            current.add(vmimage.image_dir(settings, name))
+            current.add(vmimage.image_dir(settings, name, arch))
         elif recipe.get("checksum"):
             checksum = ":".join(cloudimage.parse_checksum(name, recipe["checksum"]))
             current.add(cloudimage.download_dir(settings, recipe["url"], checksum))
@@ -85,7 +90,7 @@ def _vm_bases(state_dir: Path) -> dict[Path, list[str]]:
 def _owner_alive(path: Path) -> bool:
     """Whether the process that named a `.build-NAME-PID-*` or `.download-NAME-PID-*` directory runs."""
     pid = path.name.rsplit("-", 2)[-2]
-    return not pid.isdigit() or Path(f"/proc/{pid}").exists()
+    return not pid.isdigit() or vmimage.pid_exists(int(pid))
 
 
 def entries(settings: dict, state_dir: Path) -> list[CacheEntry]:

@@ -17,7 +17,8 @@ Settings (the toolkit's `vm` config subtree; `DEFAULTS` holds every key):
 | `build_timeout` | `1800`                          | seconds one image build step may take                     |
 | `mirror`        | `"http://deb.debian.org/debian"`| Debian mirror for the build and the guest's apt           |
 | `suite`         | `"bookworm"`                    | Debian suite                                              |
-| `accel`         | `"auto"`                        | `kvm`, `tcg`, or `auto`: KVM when usable, else TCG        |
+| `accel`         | `"auto"`                        | `kvm`, `hvf`, `whpx`, `tcg`, or `auto` (see `choose_accel`) |
+| `arch`          | `"auto"`                        | guest CPU: `x86_64`, `aarch64`, or `auto` = the host's    |
 | `images`        | the built-in recipes (`chroot`, `docker`, `alpine`, `bionic`) | see `vmimage` and `cloudimage` |
 | `vms`           | `{"con0": "chroot", "docker0": "docker"}` | VM name -> recipe name                          |
 
@@ -27,15 +28,24 @@ clock there) with the Debian cloud kernel, its initrd, and busybox init running 
 instead of systemd, which alone needs over 15 s. `-no-reboot` makes a crash or a guest `reboot`
 end QEMU, so a failed boot is reported at once instead of looping.
 
+An aarch64 guest boots the same way on `-M virt` (`-cpu max,pauth-impdef=on` under TCG, `-cpu host` with KVM or HVF),
+its console on the PL011 UART `ttyAMA0`; its devices stay virtio PCI, which the arm64 cloud kernel's
+initrd carries as modules, as the amd64 one does.
+
+Host platforms: labkit builds images on Linux only, but boots cloud images and reaches VMs from macOS
+and Windows too. There QEMU gets no `-daemonize` on Windows (it is started as a detached process
+instead) and QMP listens on a loopback TCP port there instead of a unix socket; the VM's lock, the
+"is this pid our QEMU" test and stopping avoid fcntl, /proc and POSIX-only signals.
+
 A cloud recipe (`labs.providers.cloudimage`) boots differently: the VM's disk is an overlay of the
 downloaded image, which boots with its own bootloader through QEMU's firmware (no `-kernel`), and
 its seed is a cloud-init NoCloud volume (`seed.iso`) instead of labkit's ext2 seed.
 """
 
 import copy
-import fcntl
 import json
 import os
+import platform
 import re
 import select
 import shutil
@@ -65,12 +75,25 @@ DEFAULTS: dict = {
     "mirror": "http://deb.debian.org/debian",
     "suite": "bookworm",
     "accel": "auto",
+    "arch": "auto",
     "images": copy.deepcopy({**vmimage.RECIPES, **cloudimage.RECIPES}),
     "vms": {"con0": "chroot", "docker0": "docker"},
 }
 
 HOST = "127.0.0.1"
-KERNEL_CMDLINE = f"console=ttyS0 root=/dev/vda rw net.ifnames=0 quiet panic=-1 init={vmimage.INIT_PATH}"
+KERNEL_CMDLINE = "console={console} root=/dev/vda rw net.ifnames=0 quiet panic=-1 init=" + vmimage.INIT_PATH
+ACCELS = ("auto", "kvm", "hvf", "whpx", "tcg")
+# Per guest architecture: QEMU's program, machine, serial console, and the CPU model under TCG.
+GUESTS = {
+    "x86_64": {"qemu": "qemu-system-x86_64", "machine": "pc", "console": "ttyS0", "tcg_cpu": []},
+    # max's pointer authentication is emulated with QARMA5, very slow under TCG; the impdef algorithm is not.
+    "aarch64": {"qemu": "qemu-system-aarch64", "machine": "virt", "console": "ttyAMA0",
+                "tcg_cpu": ["-cpu", "max,pauth-impdef=on"]},
+}
+# UEFI code for aarch64 cloud images, as QEMU's own share directory (Homebrew, Windows installer) or
+# Debian's qemu-efi-aarch64 ship it; searched next to the QEMU binary first.
+AARCH64_FIRMWARE = ("share/qemu/edk2-aarch64-code.fd", "edk2-aarch64-code.fd", "share/edk2-aarch64-code.fd")
+DEBIAN_AARCH64_FIRMWARE = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
 VM_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 PROGRESS_EVERY = 10.0
 # Open SSH probes at once, and seconds they may wait for a banner between checks that QEMU still runs.
@@ -90,6 +113,8 @@ class VMStatus:
     address: str = ""
     image: str = ""
     pid: int | None = None
+    arch: str = ""
+    accel: str = ""  # the accelerator this VM boots with, and why
 
 
 def cpu_has_virt(cpuinfo: str) -> bool:
@@ -110,41 +135,196 @@ def kvm_device_ok(path: str = "/dev/kvm") -> bool:
     return True
 
 
-def choose_accel(setting: str, cpuinfo: str, device_ok: bool) -> str:
-    """`kvm` or `tcg`. Auto needs both the device and the CPU flag: a /dev/kvm without them hangs guests."""
-    if setting in ("kvm", "tcg"):
-        return setting
+@dataclass(frozen=True)
+class HostFacts:
+    """What the accelerator choice depends on, read by `host_facts` (tests write them for any platform)."""
+
+    system: str  # platform.system(): Linux, Darwin, Windows
+    machine: str  # platform.machine(): x86_64, AMD64, arm64, aarch64
+    guest_arch: str  # x86_64 or aarch64
+    kvm_device: bool = False  # Linux: /dev/kvm opens read-write
+    cpuinfo: str = ""  # Linux: /proc/cpuinfo
+    hv_support: bool = False  # macOS: sysctl kern.hv_support is 1
+    whpx: bool = False  # Windows: QEMU lists the whpx accelerator (Windows Hypervisor Platform is on)
+
+
+@dataclass(frozen=True)
+class Accel:
+    """An accelerator and the one-line reason it was chosen."""
+
+    name: str  # kvm, hvf, whpx or tcg
+    reason: str
+
+    @property
+    def slow(self) -> bool:
+        return self.name == "tcg"
+
+
+def choose_accel(setting: str, facts: HostFacts) -> Accel:
+    """The accelerator for the `vm.accel` setting on the host `facts` describe. `auto`: KVM on Linux
+    when /dev/kvm opens and (x86) the CPU shows vmx/svm, since a /dev/kvm without them hangs guests;
+    HVF on macOS when kern.hv_support is 1; WHPX on Windows when QEMU offers it; each only for a guest
+    of the host's own architecture. Otherwise TCG (software emulation, several times slower).
+    UsageError for a setting that is none of ACCELS."""
+    if setting not in ACCELS:
+        raise UsageError(f"Bad accel setting {setting!r}.", "Use auto, kvm, hvf, whpx or tcg (setting vm.accel).")
     if setting != "auto":
-        raise UsageError(f"Bad accel setting {setting!r}.", "Use auto, kvm or tcg (setting vm.accel).")
-    return "kvm" if device_ok and cpu_has_virt(cpuinfo) else "tcg"
+        return Accel(setting, "as vm.accel says")
+    host = vmimage.MACHINE_ALIASES.get(facts.machine.lower(), facts.machine)
+    if facts.guest_arch != host:
+        return Accel("tcg", f"an {facts.guest_arch} guest on this {host} CPU is emulated")
+    if facts.system == "Linux":
+        if not facts.kvm_device:
+            return Accel("tcg", "/dev/kvm is missing or this user cannot open it read-write")
+        if host == "x86_64" and not cpu_has_virt(facts.cpuinfo):
+            return Accel("tcg", "the CPU shows no vmx/svm flag (virtualisation off, or this computer is a VM)")
+        return Accel("kvm", "/dev/kvm opens" + (" and the CPU has vmx/svm" if host == "x86_64" else ""))
+    if facts.system == "Darwin":
+        if facts.hv_support:
+            return Accel("hvf", "macOS Hypervisor.framework is available (kern.hv_support=1)")
+        return Accel("tcg", "macOS says kern.hv_support is not 1 (no Hypervisor.framework)")
+    if facts.system == "Windows":
+        if facts.whpx:
+            return Accel("whpx", "QEMU offers the Windows Hypervisor Platform")
+        return Accel("tcg", "QEMU does not offer whpx: turn on the Windows feature \"Windows Hypervisor Platform\"")
+    return Accel("tcg", f"labkit knows no accelerator for {facts.system or 'this system'}")
 
 
-def qemu_argv(name: str, vm_dir: Path, image_dir: Path, port: int, memory: int, cpus: int, accel: str,
-              cloud: bool = False) -> list[str]:
-    """The QEMU command line for one VM; QEMU is started with `vm_dir` as its working directory.
-    A `cloud` image boots from its own bootloader and reads a NoCloud seed.iso."""
-    cpu = ["-cpu", "host"] if accel == "kvm" else []
-    kernel = [] if cloud else ["-kernel", str(image_dir / "vmlinuz"), "-initrd", str(image_dir / "initrd.img"),
-                               "-append", KERNEL_CMDLINE]
-    seed = vm_dir / ("seed.iso" if cloud else "seed.img")
+def accel_line(accel: Accel) -> str:
+    """The one line a boot prints about its accelerator."""
+    slow = ": it will be slow (software emulation)" if accel.slow else ""
+    return f"{accel.name.upper()} ({accel.reason}){slow}"
+
+
+def _sysctl(name: str) -> str:
+    try:
+        return subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def _qemu_offers(binary: str, accel: str) -> bool:
+    try:
+        listing = subprocess.run([binary, "-accel", "help"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return accel in listing.split()
+
+
+def host_facts(guest_arch: str, system: str | None = None) -> HostFacts:
+    """This computer's HostFacts for a `guest_arch` VM; only the facts of its own system are read."""
+    system = system or platform.system()
+    facts = {"system": system, "machine": platform.machine(), "guest_arch": guest_arch}
+    if system == "Linux":
+        try:
+            facts["cpuinfo"] = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            pass
+        facts["kvm_device"] = kvm_device_ok()
+    elif system == "Darwin":
+        facts["hv_support"] = _sysctl("kern.hv_support") == "1"
+    elif system == "Windows":
+        facts["whpx"] = _qemu_offers(qemu_binary(guest_arch, system), "whpx")
+    return HostFacts(**facts)
+
+
+def qemu_binary(arch: str, system: str | None = None) -> str:
+    """QEMU's program name for a guest `arch` (`.exe` on Windows)."""
+    name = GUESTS[arch]["qemu"]
+    return name + ".exe" if (system or platform.system()) == "Windows" else name
+
+
+def aarch64_firmware(qemu_path: str | None) -> Path | None:
+    """The UEFI code an aarch64 cloud image boots through: QEMU's own edk2 build next to its binary
+    (Homebrew's `share/qemu`, the Windows installer's folder), else Debian's qemu-efi-aarch64."""
+    if qemu_path:
+        prefix = Path(qemu_path).resolve().parent
+        for base in (prefix.parent, prefix):
+            for relative in AARCH64_FIRMWARE:
+                if (base / relative).is_file():
+                    return base / relative
+    return DEBIAN_AARCH64_FIRMWARE if DEBIAN_AARCH64_FIRMWARE.is_file() else None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything one QEMU command line is made of."""
+
+    name: str
+    vm_dir: Path
+    image_dir: Path
+    port: int  # the loopback port forwarded to the guest's sshd
+    memory: int  # MiB
+    cpus: int
+    accel: str  # kvm, hvf, whpx or tcg
+    arch: str = "x86_64"
+    cloud: bool = False  # boots from the image's own bootloader and reads a NoCloud seed.iso
+    system: str = "Linux"  # platform.system() of the host
+    qemu: str = ""  # path of the QEMU program; default: its name for `arch` and `system`
+    firmware: Path | None = None  # aarch64 cloud images: UEFI code (aarch64_firmware)
+    qmp_port: int = 0  # Windows: QMP on this loopback port (elsewhere a unix socket in vm_dir)
+
+
+def qemu_argv(launch: Launch) -> list[str]:
+    """The QEMU command line for one VM; QEMU is started with `launch.vm_dir` as its working directory.
+    Raises TargetError when an aarch64 cloud image has no UEFI firmware to boot from."""
+    guest = GUESTS[launch.arch]
+    vm_dir, image_dir = launch.vm_dir, launch.image_dir
+    cpu = ["-cpu", "host"] if launch.accel in ("kvm", "hvf") else guest["tcg_cpu"]
+    machine = guest["machine"]
+    if launch.arch == "aarch64" and launch.accel == "hvf":
+        # Apple M1/M2 give guests a 36-bit physical address space, too small for virt's high PCI window.
+        machine += ",highmem=off"
+    if launch.cloud:
+        boot = []
+        if launch.arch == "aarch64":
+            if not launch.firmware:
+                raise TargetError("No UEFI firmware for an aarch64 cloud image (edk2-aarch64-code.fd).",
+                                  "Install QEMU with its firmware (brew install qemu; on Debian: apt-get install qemu-efi-aarch64).")
+            boot = ["-drive", f"if=pflash,format=raw,readonly=on,file={launch.firmware}"]
+    else:
+        boot = ["-kernel", str(image_dir / "vmlinuz"), "-initrd", str(image_dir / "initrd.img"),
+                "-append", KERNEL_CMDLINE.format(console=guest["console"])]
+    seed = vm_dir / ("seed.iso" if launch.cloud else "seed.img")
+    windows = launch.system == "Windows"
+    # Relative: a unix socket path is limited to 108 bytes and state dirs can be deep.
+    qmp_address = f"tcp:{HOST}:{launch.qmp_port}" if windows else "unix:qmp.sock"
     return [
-        "qemu-system-x86_64",
-        "-name", f"labkit-{name}",
-        "-M", "pc", "-accel", accel, *cpu,
-        "-m", str(memory), "-smp", str(cpus),
+        launch.qemu or qemu_binary(launch.arch, launch.system),
+        "-name", f"labkit-{launch.name}",
+        "-M", machine, "-accel", launch.accel, *cpu,
+        "-m", str(launch.memory), "-smp", str(launch.cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        *kernel,
+        *boot,
         "-drive", f"file={vm_dir / 'disk.qcow2'},format=qcow2,if=virtio",
         "-drive", f"file={seed},format=raw,if=virtio,readonly=on",
-        "-netdev", f"user,id=net0,hostfwd=tcp:{HOST}:{port}-:22",
+        "-netdev", f"user,id=net0,hostfwd=tcp:{HOST}:{launch.port}-:22",
         "-device", "virtio-net-pci,netdev=net0",
         "-device", "virtio-rng-pci",
         "-serial", f"file:{vm_dir / 'serial.log'}",
-        # Relative: a unix socket path is limited to 108 bytes and state dirs can be deep.
-        "-qmp", "unix:qmp.sock,server=on,wait=off",
+        "-qmp", f"{qmp_address},server=on,wait=off",
         "-pidfile", str(vm_dir / "qemu.pid"),
-        "-daemonize",
+        # Windows has no daemonize: QEMU is started as a detached process there (start_qemu).
+        *([] if windows else ["-daemonize"]),
     ]
+
+
+def start_qemu(argv: list[str], cwd: Path, system: str | None = None) -> tuple[int, str]:
+    """Start QEMU in the background: (exit status, stderr) of `-daemonize`, which returns once the
+    VM runs; on Windows a detached process in its own group, given a few seconds to fail at start
+    (status 0 when still running)."""
+    if (system or platform.system()) != "Windows":
+        done = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        return done.returncode, done.stderr
+    flags = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+    errors = cwd / "qemu-stderr.log"
+    with open(errors, "w") as err:
+        process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                   creationflags=flags)
+    try:
+        return process.wait(3), errors.read_text(errors="replace")
+    except subprocess.TimeoutExpired:
+        return 0, ""
 
 
 def free_port() -> int:
@@ -190,13 +370,23 @@ def ssh_banner(port: int, timeout: float, interval: float = 0.3, limit: int = PR
             sock.close()
 
 
-def qmp(vm_dir: Path, command: str, timeout: float = 5.0) -> None:
-    """Send one QMP command through the VM's socket, reached via /proc/self/fd to stay short."""
-    dir_fd = os.open(vm_dir, os.O_PATH | os.O_CLOEXEC)
+def qmp(vm_dir: Path, command: str, timeout: float = 5.0, port: int = 0) -> None:
+    """Send one QMP command: to loopback `port` when given (Windows), else through the VM's unix
+    socket, on Linux reached via /proc/self/fd to keep its path short."""
+    dir_fd = None
+    if port:
+        sock = socket.create_connection((HOST, port), timeout=timeout)
+    else:
+        sock = socket.socket(socket.AF_UNIX)
     try:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(timeout)
-            sock.connect(f"/proc/self/fd/{dir_fd}/qmp.sock")
+        with sock:
+            if not port:
+                sock.settimeout(timeout)
+                if Path("/proc/self/fd").is_dir():
+                    dir_fd = os.open(vm_dir, os.O_RDONLY | getattr(os, "O_PATH", 0) | os.O_CLOEXEC)
+                    sock.connect(f"/proc/self/fd/{dir_fd}/qmp.sock")
+                else:
+                    sock.connect(str(vm_dir / "qmp.sock"))
             stream = sock.makefile("rwb")
             stream.readline()  # greeting
             for execute in ("qmp_capabilities", command):
@@ -204,16 +394,58 @@ def qmp(vm_dir: Path, command: str, timeout: float = 5.0) -> None:
                 stream.flush()
                 stream.readline()
     finally:
-        os.close(dir_fd)
+        if dir_fd is not None:
+            os.close(dir_fd)
+
+
+def process_cmdline(pid: int, proc: Path = Path("/proc")) -> str | None:
+    """The command line of process `pid` (arguments joined by NULs), None when it does not run:
+    read from `proc` where that exists (Linux), else from psutil (macOS, Windows)."""
+    if proc.is_dir():
+        try:
+            return (proc / str(pid) / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return None
+    import psutil  # a dependency of labkit off Linux; Linux needs nothing beyond the standard library here
+    try:
+        return "\0".join(psutil.Process(pid).cmdline())
+    except (psutil.Error, OSError):
+        return None
 
 
 def _pid_alive(pid: int, vm_dir: Path) -> bool:
     """Whether `pid` is this VM's QEMU (a stale pidfile may name a recycled pid)."""
+    return str(vm_dir / "disk.qcow2") in (process_cmdline(pid) or "")
+
+
+@contextmanager
+def exclusive(path: Path, timeout: float, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (flock on POSIX, msvcrt on Windows) for the block,
+    waiting at most `timeout` seconds; TargetError(`busy`) after that."""
+    handle = open(path, "a+")
+    deadline = time.monotonic() + timeout
+    with handle:
+        while True:
+            try:
+                _lock_file(handle)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TargetError(busy, "Wait for it to finish, then retry.") from None
+                time.sleep(0.5)
+        yield
+
+
+def _lock_file(handle) -> None:
+    """Lock an open file without waiting; OSError when another process holds it."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return str(vm_dir / "disk.qcow2").encode() in cmdline
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _wait_exit(pid: int, vm_dir: Path, timeout: float) -> bool:
@@ -244,16 +476,24 @@ class QemuProvider:
         """Cached image directory for recipe `image`, built when missing."""
         return vmimage.build_image(self.settings, image, self.progress, force=force)
 
-    def up(self, vm: str) -> SSHTarget:
-        """Create the VM if needed, boot it unless running, and wait for its sshd."""
+    def up(self, vm: str, arch: str | None = None) -> SSHTarget:
+        """Create the VM if needed (for guest `arch`, default the setting vm.arch), boot it unless
+        running, and wait for its sshd. A VM keeps the arch it was created with: asking an existing VM
+        for another is a UsageError."""
         self._check_name(vm, configured=True)
+        created = self._meta(vm).get("arch")
+        wanted = vmimage.resolve_arch(arch or self.settings["arch"], platform.machine())
+        if created and arch and vmimage.resolve_arch(arch, platform.machine()) != created:
+            raise UsageError(f"VM '{vm}' was created as {created}, not {wanted}.",
+                             f"Use --arch {created}, or recreate it: inv vm.destroy {vm}, then inv vm.up {vm} --arch {wanted}")
+        arch = created or wanted
         from labs.setup import guard_qemu  # labs.setup reads this module's facts: imported late, not in a cycle
-        guard_qemu(self.settings, vm)
+        guard_qemu({**self.settings, "arch": arch}, vm)
         with self._lock(vm):
             pid = self._pid(vm)
             if pid is None:
                 if not self._meta(vm):
-                    self._create(vm)
+                    self._create(vm, arch)
                 self._boot(vm)
             else:
                 self.progress(f"{vm} is already running")
@@ -279,7 +519,11 @@ class QemuProvider:
             meta, pid = self._meta(vm), self._pid(vm)
             address = f"{meta.get('user')}@{HOST}:{meta.get('port')}" if pid else ""
             state = "running" if pid else "stopped"
-            result.append(VMStatus(vm, state=state, address=address, image=meta.get("image", ""), pid=pid))
+            arch = meta.get("arch", "x86_64")
+            # Running: what it booted with; stopped: what it would boot with now.
+            accel = meta.get("accel", "") if pid else accel_line(self.accel(arch))
+            result.append(VMStatus(vm, state=state, address=address, image=meta.get("image", ""), pid=pid,
+                                   arch=arch, accel=accel))
         return result
 
     def down(self, vm: str) -> None:
@@ -349,32 +593,23 @@ class QemuProvider:
         vms = self.state_dir / "vms"
         try:
             vms.mkdir(parents=True, exist_ok=True)
-            handle = open(vms / f".{vm}.lock", "w")
+            (vms / f".{vm}.lock").touch()
         except OSError as error:
             raise TargetError(f"State directory {vms} is not writable ({error.strerror}).",
                               "Set vm.state_dir to a writable directory.") from None
-        deadline = time.monotonic() + float(self.settings["build_timeout"]) + float(self.settings["boot_timeout"])
-        with handle:
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TargetError(f"VM '{vm}' is busy in another labkit process.",
-                                          "Wait for it to finish, then retry.") from None
-                    time.sleep(0.5)
+        wait = float(self.settings["build_timeout"]) + float(self.settings["boot_timeout"])
+        with exclusive(vms / f".{vm}.lock", wait, f"VM '{vm}' is busy in another labkit process."):
             yield
 
     # -- creating and booting -------------------------------------------------------------------
 
-    def _create(self, vm: str) -> None:
-        """Make the VM directory: overlay disk on the cached image, fresh keys, seed disk."""
+    def _create(self, vm: str, arch: str = "x86_64") -> None:
+        """Make the VM directory: overlay disk on the cached image of guest `arch`, fresh keys, seed disk."""
         image = self.settings["vms"][vm]
-        recipe = vmimage.recipe_for(self.settings, image)
+        recipe = vmimage.recipe_for(self.settings, image, arch)
         user, cloud = recipe["user"], cloudimage.is_cloud(recipe)
-        download = cloudimage.fetch(self.settings, image, self.progress) if cloud else None
-        image_dir = download.path if download else self.build_image(image)
+        download = cloudimage.fetch(self.settings, image, self.progress, arch) if cloud else None
+        image_dir = download.path if download else vmimage.build_image(self.settings, image, self.progress, arch=arch)
         self.progress(f"Creating VM {vm}: overlay disk, keys and seed disk")
         vm_dir = self._vm_dir(vm)
         shutil.rmtree(vm_dir, ignore_errors=True)
@@ -397,7 +632,8 @@ class QemuProvider:
                 self._write_seed(vm, user)
             image_id = json.loads((image_dir / "image.json").read_text())["id"]
             self._save_meta(vm, {"name": vm, "image": image, "image_dir": str(image_dir), "image_id": image_id,
-                                 "user": user, "port": 0, "source": "cloud" if cloud else "mmdebstrap"})
+                                 "user": user, "port": 0, "source": "cloud" if cloud else "mmdebstrap",
+                                 "arch": arch})
         except BaseException:
             shutil.rmtree(vm_dir, ignore_errors=True)
             raise
@@ -422,12 +658,9 @@ class QemuProvider:
         key_type, key = (vm_dir / "ssh_host_ed25519_key.pub").read_text().split()[:2]
         (vm_dir / "known_hosts").write_text(f"[{HOST}]:{port} {key_type} {key}\n")
 
-    def _accel(self) -> str:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-        return choose_accel(self.settings["accel"], cpuinfo, kvm_device_ok())
+    def accel(self, arch: str) -> Accel:
+        """The accelerator a VM of guest `arch` boots with here, and why."""
+        return choose_accel(self.settings["accel"], host_facts(arch))
 
     def _check_image(self, vm: str, meta: dict) -> Path:
         """The VM's base image, unless it vanished or was rebuilt: on another base its overlay is garbage."""
@@ -447,26 +680,32 @@ class QemuProvider:
         vm_dir, meta = self._vm_dir(vm), self._meta(vm)
         image_dir = self._check_image(vm, meta)
         serial = vm_dir / "serial.log"
-        accel = self._accel()
-        self.progress(f"Booting {vm} ({accel.upper()}{', no usable KVM: slower' if accel == 'tcg' else ''})")
+        arch, system, cloud = meta.get("arch", "x86_64"), platform.system(), meta.get("source") == "cloud"
+        accel = self.accel(arch)
+        self.progress(f"Booting {vm} ({arch}) with {accel_line(accel)}")
+        binary = qemu_binary(arch, system)
+        qemu_path = shutil.which(binary) or binary
+        firmware = aarch64_firmware(shutil.which(binary)) if cloud and arch == "aarch64" else None
         for attempt in range(QEMU_START_ATTEMPTS):
             port = free_port()
+            qmp_port = free_port() if system == "Windows" else 0
             for stale in ("qemu.pid", "qmp.sock"):
                 (vm_dir / stale).unlink(missing_ok=True)
             self._pin_host_key(vm, port)
-            argv = qemu_argv(vm, vm_dir, image_dir, port, int(self.settings["memory"]), int(self.settings["cpus"]), accel,
-                             cloud=meta.get("source") == "cloud")
+            argv = qemu_argv(Launch(vm, vm_dir, image_dir, port, int(self.settings["memory"]), int(self.settings["cpus"]),
+                                    accel.name, arch=arch, cloud=cloud, system=system, qemu=qemu_path,
+                                    firmware=firmware, qmp_port=qmp_port))
             started = time.monotonic()
             try:
-                done = subprocess.run(argv, cwd=vm_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+                returncode, stderr = start_qemu(argv, vm_dir, system)
             except subprocess.TimeoutExpired:
                 raise TargetError("QEMU did not start within 60 s.", f"Command: {' '.join(argv)}") from None
-            if done.returncode == 0:
+            if returncode == 0:
                 break
-            error = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            if "hostfwd" not in done.stderr or attempt == QEMU_START_ATTEMPTS - 1:
+            error = (stderr.strip().splitlines() or ["no message"])[-1]
+            if "hostfwd" not in stderr or attempt == QEMU_START_ATTEMPTS - 1:
                 raise TargetError(f"QEMU failed to start VM '{vm}': {error}", f"Command: {' '.join(argv)}")
-        meta["port"] = port
+        meta.update(port=port, qmp_port=qmp_port, accel=accel_line(accel))
         self._save_meta(vm, meta)
         pid = self._pid(vm)
         if pid is None:
@@ -478,8 +717,11 @@ class QemuProvider:
         """Poll for the SSH banner until boot_timeout; kill QEMU and name the serial log on failure."""
         vm_dir = self._vm_dir(vm)
         serial = vm_dir / "serial.log"
-        cloud = self._meta(vm).get("source") == "cloud"
+        meta = self._meta(vm)
+        cloud = meta.get("source") == "cloud"
         timeout = float(self.settings["cloud_boot_timeout" if cloud else "boot_timeout"])
+        if meta.get("arch", "x86_64") != vmimage.MACHINE_ALIASES.get(platform.machine().lower()):
+            timeout *= vmimage.FOREIGN_BUILD_FACTOR  # another CPU's guest, emulated instruction by instruction
         next_note = time.monotonic() + PROGRESS_EVERY
         while not ssh_banner(port, timeout=PROBE_WINDOW):
             now = time.monotonic()
@@ -508,7 +750,7 @@ class QemuProvider:
             except (subprocess.TimeoutExpired, OSError):
                 pass  # an unreachable guest still gets the clean QEMU quit
             try:
-                qmp(vm_dir, "quit")
+                qmp(vm_dir, "quit", port=self._meta(vm).get("qmp_port", 0))
             except OSError:
                 pass
             if not _wait_exit(pid, vm_dir, STOP_WAIT):
@@ -518,7 +760,8 @@ class QemuProvider:
 
     def _kill(self, pid: int, vm_dir: Path) -> None:
         """SIGTERM (QEMU still flushes its disks), then SIGKILL; both bounded."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        # Windows has no SIGKILL; its SIGTERM already ends the process (TerminateProcess).
+        for sig in (signal.SIGTERM, getattr(signal, "SIGKILL", signal.SIGTERM)):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:

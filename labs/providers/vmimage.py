@@ -38,7 +38,7 @@ import hashlib
 import io
 import json
 import os
-import pwd
+import platform
 import re
 import shlex
 import shutil
@@ -58,6 +58,15 @@ from labs.resources import resource
 IMAGE_FORMAT = 2
 
 BASE_PACKAGES = ["openssh-server", "linux-image-cloud-amd64", "busybox-static"]
+
+# Guest architectures: labkit's name (`uname -m`) -> Debian's architecture name and the kernel package
+# that replaces linux-image-cloud-amd64 in a recipe built for it.
+ARCHES = {
+    "x86_64": {"debian": "amd64", "kernel": "linux-image-cloud-amd64"},
+    "aarch64": {"debian": "arm64", "kernel": "linux-image-cloud-arm64"},
+}
+# What the host's platform.machine() says for each guest architecture it can run natively.
+MACHINE_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
 RECIPES: dict[str, dict] = {
     "chroot": {
@@ -103,6 +112,20 @@ DPKG_EXCLUDES = [
     "path-include=/usr/share/doc/*/copyright",
 ]
 
+# Debian makes the kernel's initramfs twice during an install (the kernel's postinst, then the
+# initramfs-tools trigger); emulated, each took 7-8 min here. Images other than x86_64 (the cached x86
+# images stay as they are) divert update-initramfs during the install and make the initramfs once at
+# the end: (essential hooks, customize hooks); INITRD_ONCE is part of their cache key.
+INITRD_ONCE = "initrd-once-1"
+INITRD_ONCE_HOOKS = (
+    ['chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs',
+     'ln -s /bin/true "$1"/usr/sbin/update-initramfs'],
+    ['rm -f "$1"/usr/sbin/update-initramfs',
+     'chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs',
+     'chroot "$1" update-initramfs -c -k all'],
+)
+# vm.build_timeout is multiplied by this for an image of a foreign arch (built through qemu-user-static).
+FOREIGN_BUILD_FACTOR = 4
 BLOCK_SIZE = 4096
 BYTES_PER_INODE = 16384
 PROGRESS_EVERY = 15.0
@@ -129,14 +152,44 @@ def parse_size(text: str | int) -> int:
     return int(number) * 1024 ** " KMGT".index(unit.upper() or " ")
 
 
-def recipe_for(settings: dict, image: str) -> dict:
-    """The recipe named `image` from the settings (falling back to the built-in ones)."""
+def host_arch(machine: str) -> str:
+    """labkit's architecture name for `platform.machine()` text (`x86_64`, `AMD64`, `arm64`, `aarch64`);
+    UsageError for a CPU no guest is built for."""
+    arch = MACHINE_ALIASES.get(machine.lower())
+    if not arch:
+        raise UsageError(f"No guest architecture for this {machine or 'unknown'} CPU.",
+                         "Set vm.arch to x86_64 or aarch64 (it will run emulated, slowly).")
+    return arch
+
+
+def resolve_arch(setting: str, machine: str) -> str:
+    """`x86_64` or `aarch64` for the `vm.arch` setting (`auto` = the host's own architecture)."""
+    if setting == "auto":
+        return host_arch(machine)
+    if setting not in ARCHES:
+        raise UsageError(f"Bad arch {setting!r}.", "Use auto, x86_64 or aarch64 (setting vm.arch or vm.up --arch).")
+    return setting
+
+
+def recipe_for(settings: dict, image: str, arch: str = "x86_64") -> dict:
+    """The recipe named `image` from the settings (falling back to the built-in ones), for guest `arch`:
+    the amd64 cloud kernel becomes that arch's kernel package."""
     recipes = {**RECIPES, **(settings.get("images") or {})}
     if image not in recipes:
         raise UsageError(f"Unknown image recipe '{image}'.",
                          f"Known recipes: {', '.join(sorted(recipes))} (setting vm.images).")
-    recipe = {**RECIPES.get(image, RECIPES["chroot"]), **recipes[image]}
-    return copy.deepcopy(recipe)
+    recipe = copy.deepcopy({**RECIPES.get(image, RECIPES["chroot"]), **recipes[image]})
+    # A cloud recipe's top-level url is its x86_64 image; `arches` gives the other architectures' url and checksum.
+    per_arch = recipe.pop("arches", None) or {}
+    if recipe.get("url") and arch != "x86_64":
+        if arch not in per_arch:
+            raise UsageError(f"Image recipe '{image}' has no {arch} image.",
+                             f"Add vm.images.{image}.arches.{arch} (url and checksum), or use --arch x86_64.")
+        recipe.update(per_arch[arch])
+    if "packages" in recipe:
+        amd64 = ARCHES["x86_64"]["kernel"]
+        recipe["packages"] = [ARCHES[arch]["kernel"] if name == amd64 else name for name in recipe["packages"]]
+    return recipe
 
 
 def guest_file_bytes() -> dict[str, bytes]:
@@ -144,10 +197,13 @@ def guest_file_bytes() -> dict[str, bytes]:
     return {name: resource("scripts", "guest", name).read_bytes() for name in GUEST_FILES}
 
 
-def recipe_hash(recipe: dict, suite: str, mirror: str, disk_size: int, guest_files: dict[str, bytes]) -> str:
-    """A short digest of everything that ends up in an image, naming its cache directory."""
+def recipe_hash(recipe: dict, suite: str, mirror: str, disk_size: int, guest_files: dict[str, bytes],
+                arch: str = "x86_64") -> str:
+    """A short digest of everything that ends up in an image, naming its cache directory.
+    x86_64 images keep the digest they had before guests had an architecture (no rebuild)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([IMAGE_FORMAT, recipe, suite, mirror, disk_size], sort_keys=True).encode())
+    key = [IMAGE_FORMAT, recipe, suite, mirror, disk_size] + ([] if arch == "x86_64" else [arch, INITRD_ONCE])
+    digest.update(json.dumps(key, sort_keys=True).encode())
     if recipe.get("userland") == "busybox":
         digest.update(json.dumps(busybox_userland_hooks()).encode())
     for name in sorted(guest_files):
@@ -155,11 +211,13 @@ def recipe_hash(recipe: dict, suite: str, mirror: str, disk_size: int, guest_fil
     return digest.hexdigest()[:12]
 
 
-def image_dir(settings: dict, image: str) -> Path:
-    """Cache directory the current recipe of `image` builds into."""
-    recipe = recipe_for(settings, image)
-    key = recipe_hash(recipe, settings["suite"], settings["mirror"], parse_size(settings["disk_size"]), guest_file_bytes())
-    return cache_dir(settings) / "images" / f"{image}-{key}"
+def image_dir(settings: dict, image: str, arch: str = "x86_64") -> Path:
+    """Cache directory the current recipe of `image` builds into for guest `arch`
+    (`<recipe>-<hash>` for x86_64, `<recipe>-<arch>-<hash>` otherwise)."""
+    recipe = recipe_for(settings, image, arch)
+    key = recipe_hash(recipe, settings["suite"], settings["mirror"], parse_size(settings["disk_size"]), guest_file_bytes(), arch)
+    name = f"{image}-{key}" if arch == "x86_64" else f"{image}-{arch}-{key}"
+    return cache_dir(settings) / "images" / name
 
 
 def busybox_userland_hooks() -> list[str]:
@@ -254,7 +312,7 @@ def _version_key(version: str) -> list:
 TOOL_PACKAGES = {
     "mmdebstrap": "mmdebstrap", "genext2fs": "genext2fs", "newuidmap": "uidmap",
     "tune2fs": "e2fsprogs", "e2fsck": "e2fsprogs", "mke2fs": "e2fsprogs",
-    "qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils",
+    "qemu-system-x86_64": "qemu-system-x86", "qemu-system-aarch64": "qemu-system-arm", "qemu-img": "qemu-utils",
     "ssh-keygen": "openssh-client", "ssh": "openssh-client",
     "genisoimage": "genisoimage",
 }
@@ -262,7 +320,7 @@ TOOL_PACKAGES = {
 
 def find_tool(name: str) -> str:
     """Path of a host tool, also searching sbin (a normal user's PATH often lacks it)."""
-    found = shutil.which(name, path=os.environ.get("PATH", os.defpath) + ":/usr/sbin:/sbin")
+    found = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"]))
     if not found:
         raise TargetError(f"{name} not found.", f"Install it: sudo apt-get install {TOOL_PACKAGES[name]}")
     return found
@@ -280,11 +338,26 @@ def run_tool(argv: list[str], what: str, timeout: float = 60) -> str:
     return done.stdout
 
 
-def check_tools() -> None:
-    """Fail before a minute of work when a build tool or, for a normal user, a subordinate id range is missing."""
+def binfmt_registered(arch: str, binfmt_dir: Path = Path("/proc/sys/fs/binfmt_misc")) -> bool:
+    """Whether the kernel runs `arch` binaries through qemu-user-static (an enabled binfmt_misc entry)."""
+    try:
+        return (binfmt_dir / f"qemu-{arch}").read_text().startswith("enabled")
+    except OSError:
+        return False
+
+
+def check_tools(arch: str = "x86_64") -> None:
+    """Fail before a minute of work when a build tool, for a normal user a subordinate id range, or for a
+    foreign `arch` the binfmt_misc registration of qemu-user-static is missing."""
     for tool in ("mmdebstrap", "genext2fs", "tune2fs", "e2fsck"):
         find_tool(tool)
+    if arch != host_arch(platform.machine()) and not binfmt_registered(arch):
+        raise TargetError(
+            f"This Linux cannot run {arch} programs, which building an {arch} image needs (binfmt_misc).",
+            "Register qemu-user-static once, as root: sudo scripts/setup (or: sudo apt-get install qemu-user-static "
+            f"binfmt-support && sudo update-binfmts --enable qemu-{arch}).")
     if os.geteuid() != 0:
+        import pwd  # POSIX only: image builds run on Linux, while this module is imported everywhere
         find_tool("newuidmap")
         user = pwd.getpwuid(os.getuid()).pw_name
         for table in ("/etc/subuid", "/etc/subgid"):
@@ -344,18 +417,29 @@ def _stop_group(process: subprocess.Popen) -> None:
             pass
 
 
+def pid_exists(pid: int) -> bool:
+    """Whether a process `pid` runs: /proc on Linux, psutil where there is no /proc (macOS, Windows,
+    where os.kill(pid, 0) would end the process)."""
+    if Path("/proc/self").is_dir():
+        return Path(f"/proc/{pid}").exists()
+    import psutil  # a dependency of labkit, needed only off Linux
+    return psutil.pid_exists(pid)
+
+
 def _remove_stale_builds(images: Path) -> None:
     """Delete temporary build directories whose builder process is gone."""
     for tmp in images.glob(".build-*"):
         pid = tmp.name.split("-")[-2]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        if pid.isdigit() and not pid_exists(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def build_image(settings: dict, image: str, progress: Callable[[str], None], force: bool = False) -> Path:
-    """The cached image directory for recipe `image`, building it first when missing (or `force`)."""
-    recipe = recipe_for(settings, image)
-    final = image_dir(settings, image)
+def build_image(settings: dict, image: str, progress: Callable[[str], None], force: bool = False,
+                arch: str = "x86_64") -> Path:
+    """The cached image directory for recipe `image` and guest `arch`, building it first when missing (or
+    `force`). A foreign `arch` runs the packages' scripts through qemu-user-static and binfmt_misc."""
+    recipe = recipe_for(settings, image, arch)
+    final = image_dir(settings, image, arch)
     if final.is_dir() and not force:
         return final
     images = final.parent
@@ -365,7 +449,7 @@ def build_image(settings: dict, image: str, progress: Callable[[str], None], for
     except OSError as error:
         raise TargetError(f"Cache directory {images} is not writable ({error.strerror}).",
                           "Set vm.cache_dir to a writable directory.") from None
-    check_tools()
+    check_tools(arch)
     _remove_stale_builds(images)
     disk_size = parse_size(settings["disk_size"])
     started = time.monotonic()
@@ -374,18 +458,27 @@ def build_image(settings: dict, image: str, progress: Callable[[str], None], for
     log = images / f"{image}-build.log"
     log.unlink(missing_ok=True)
 
+    native = arch == host_arch(platform.machine())
+    # Every package script of a foreign arch runs emulated: the chroot image took 5 to 23 min on 2 loaded
+    # cores here (about a minute natively), depending on the load.
+    timeout = float(settings["build_timeout"]) * (1 if native else FOREIGN_BUILD_FACTOR)
+
     def step(what: str, argv: list[str], ok: tuple[int, ...] = (0,)) -> None:
-        _run(argv, log, float(settings["build_timeout"]), progress, f"Building image {image}: {what}", ok)
+        _run(argv, log, timeout, progress, f"Building image {image}: {what}", ok)
 
     try:
         overlay, rootfs_tar, disk = work / "guest.tar", work / "rootfs.tar", work / "rootfs.img"
         write_overlay_tar(overlay, recipe)
-        step("installing Debian packages (about a minute)", [
+        step("installing Debian packages (about a minute)" if native else
+             f"installing {arch} Debian packages, emulated (several minutes)", [
             find_tool("mmdebstrap"), "--mode=auto", "--variant=minbase", "--format=tar",
+            f"--architectures={ARCHES[arch]['debian']}",
             "--include=" + ",".join(recipe["packages"]),
             '--aptopt=Acquire::Retries "3"',
             *(f"--dpkgopt={rule}" for rule in DPKG_EXCLUDES),
+            *(f"--essential-hook={hook}" for hook in ([] if arch == "x86_64" else INITRD_ONCE_HOOKS[0])),
             *(f"--customize-hook={hook}" for hook in customize_hooks(recipe, overlay)),
+            *(f"--customize-hook={hook}" for hook in ([] if arch == "x86_64" else INITRD_ONCE_HOOKS[1])),
             settings["suite"], str(rootfs_tar), settings["mirror"],
         ])
         progress(f"Building image {image}: copying out the kernel and initrd")
@@ -405,7 +498,7 @@ def build_image(settings: dict, image: str, progress: Callable[[str], None], for
             # Tells VMs whose overlay sits on this image whether it was rebuilt under them (force).
             "id": uuid.uuid4().hex,
             "image": image, "recipe": recipe, "suite": settings["suite"], "mirror": settings["mirror"],
-            "kernel": kernel, "disk_size": disk_size,
+            "kernel": kernel, "disk_size": disk_size, "arch": arch,
             "build_seconds": round(time.monotonic() - started, 1), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (work / "image.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -14,6 +14,16 @@ def progress(message: str) -> None:
     print(f"[labkit] {message}", flush=True)
 
 
+def recording_provider(settings: dict) -> tuple[QemuProvider, list[str]]:
+    """A QemuProvider whose progress messages are shown and also kept, for tests that read them."""
+    messages: list[str] = []
+
+    def note(message: str) -> None:
+        messages.append(message)
+        progress(message)
+    return QemuProvider(settings, note), messages
+
+
 @pytest.fixture(scope="session")
 def qemu_settings(tmp_path_factory):
     """VM settings for the tests: throwaway state, but the user's real image cache so the image is

@@ -26,11 +26,10 @@ import yaml
 
 from labs.errors import TargetError
 from labs.providers import cloudimage
-from labs.providers.qemu import QemuProvider
 from labs.providers import vmimage
 from labs.providers.ssh import Remote
 from tests import cli, cloud_image
-from tests.integration.conftest import progress as show
+from tests.integration.conftest import progress as show, recording_provider
 from tests.remote import sh
 
 pytestmark = pytest.mark.vm
@@ -135,13 +134,7 @@ def test_a_published_checksum_file_gives_the_same_cached_image(fetched, settings
 @pytest.fixture(scope="module")
 def cloud0(settings, fetched):
     """The VM booted from the cloud image: (provider, target, progress messages, boot seconds)."""
-    messages: list[str] = []
-
-    def note(message: str) -> None:
-        messages.append(message)
-        show(message)
-
-    provider = QemuProvider(settings, note)
+    provider, messages = recording_provider(settings)
     started = time.monotonic()
     target = provider.up(VM)
     show(f"cloud0 boot to SSH: {time.monotonic() - started:.0f} s")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from labs.providers import vmimage
-from labs.providers.qemu import choose_accel, kvm_device_ok
+from labs.providers.qemu import choose_accel, host_facts
 from tests import cli
 from tests.sshd import free_port, keygen
 
@@ -65,7 +65,7 @@ def line(result: subprocess.CompletedProcess, check: str) -> str:
 def test_builtin_provider_passes_and_says_which_accelerator(tmp_path):
     result = setup_check(environment(tmp_path), "--provider", "qemu", "--report", str(tmp_path / "setup.json"))
     assert result.returncode == 0, result.stdout + result.stderr
-    accel = choose_accel("auto", Path("/proc/cpuinfo").read_text(), kvm_device_ok())
+    accel = choose_accel("auto", host_facts("x86_64")).name
     expected = "pass: KVM: /dev/kvm opens" if accel == "kvm" else "pass: TCG (software emulation, slow"
     assert expected in line(result, "accelerator")
     if accel == "tcg":

@@ -10,7 +10,7 @@ import yaml
 
 from labs.errors import TargetError, UsageError
 from labs.providers import cloudimage, imagecache, vmimage
-from labs.providers.qemu import DEFAULTS, qemu_argv
+from labs.providers.qemu import DEFAULTS, Launch, qemu_argv
 
 SHA256 = "a" * 64
 SHA512 = "b" * 128
@@ -107,11 +107,11 @@ def test_seed_is_a_cidata_iso_readable_only_by_its_owner(tmp_path):
 
 
 def test_cloud_vms_boot_without_kernel_from_a_nocloud_seed(tmp_path):
-    argv = qemu_argv("con0", tmp_path, tmp_path / "img", 2222, 1024, 2, "tcg", cloud=True)
+    argv = qemu_argv(Launch("con0", tmp_path, tmp_path / "img", 2222, 1024, 2, "tcg", cloud=True))
     assert "-kernel" not in argv and "-append" not in argv
     assert f"file={tmp_path / 'seed.iso'},format=raw,if=virtio,readonly=on" in argv
     assert f"file={tmp_path / 'seed.img'},format=raw,if=virtio,readonly=on" in qemu_argv(
-        "con0", tmp_path, tmp_path / "img", 2222, 1024, 2, "tcg")
+        Launch("con0", tmp_path, tmp_path / "img", 2222, 1024, 2, "tcg"))
 
 
 def _cached(images: Path, name: str, meta: dict, size: int = 4096) -> Path:

@@ -15,6 +15,8 @@ from labs.errors import TargetError, UsageError
 from labs.providers import vmimage
 from labs.providers.qemu import (
     DEFAULTS,
+    HostFacts,
+    Launch,
     QemuProvider,
     VMStatus,
     choose_accel,
@@ -35,23 +37,31 @@ def test_cpu_flags_decide_virtualisation_support():
     assert not cpu_has_virt("")
 
 
+def linux(cpuinfo: str, device_ok: bool) -> HostFacts:
+    return HostFacts("Linux", "x86_64", "x86_64", kvm_device=device_ok, cpuinfo=cpuinfo)
+
+
 def test_auto_accel_needs_both_device_and_cpu_flag():
-    assert choose_accel("auto", INTEL, device_ok=True) == "kvm"
-    assert choose_accel("auto", INTEL, device_ok=False) == "tcg"
+    assert choose_accel("auto", linux(INTEL, True)).name == "kvm"
+    assert choose_accel("auto", linux(INTEL, False)).name == "tcg"
     # What these machines have: /dev/kvm opens, but the CPU shows no vmx/svm and guests hang.
-    assert choose_accel("auto", NO_VIRT, device_ok=True) == "tcg"
+    assert choose_accel("auto", linux(NO_VIRT, True)).name == "tcg"
 
 
 def test_explicit_accel_wins_and_nonsense_is_a_usage_error():
-    assert choose_accel("tcg", INTEL, device_ok=True) == "tcg"
-    assert choose_accel("kvm", NO_VIRT, device_ok=False) == "kvm"
+    assert choose_accel("tcg", linux(INTEL, True)).name == "tcg"
+    assert choose_accel("kvm", linux(NO_VIRT, False)).name == "kvm"
     with pytest.raises(UsageError):
-        choose_accel("hvf", INTEL, device_ok=True)
+        choose_accel("turbo", linux(INTEL, True))
+
+
+def launch(vm_dir, image_dir, accel, **more) -> Launch:
+    return Launch("con0", vm_dir, image_dir, 2222, 1024, 2, accel, **more)
 
 
 def test_qemu_command_line(tmp_path):
     vm_dir, image_dir = tmp_path / "vms" / "con0", tmp_path / "images" / "chroot-abc"
-    argv = qemu_argv("con0", vm_dir, image_dir, 2222, 1024, 2, "tcg")
+    argv = qemu_argv(launch(vm_dir, image_dir, "tcg"))
     joined = " ".join(argv)
     assert argv[0] == "qemu-system-x86_64"
     assert "-accel tcg" in joined and "-cpu host" not in joined
@@ -63,7 +73,7 @@ def test_qemu_command_line(tmp_path):
     assert "-daemonize" in argv and "-display none" in joined and "-m 1024 -smp 2" in joined
     append = argv[argv.index("-append") + 1]
     assert "console=ttyS0" in append and "root=/dev/vda" in append and f"init={vmimage.INIT_PATH}" in append
-    assert "-cpu host" in " ".join(qemu_argv("con0", vm_dir, image_dir, 2222, 1024, 2, "kvm"))
+    assert "-cpu host" in " ".join(qemu_argv(launch(vm_dir, image_dir, "kvm")))
 
 
 def test_disk_sizes():
@@ -156,7 +166,7 @@ def test_unwritable_cache_dir_is_a_target_error(tmp_path):
 
 def test_defaults_document_every_setting():
     assert set(DEFAULTS) == {"cache_dir", "state_dir", "memory", "cpus", "disk_size", "boot_timeout", "build_timeout",
-                             "mirror", "suite", "accel", "images", "vms", "cloud_boot_timeout"}
+                             "mirror", "suite", "accel", "arch", "images", "vms", "cloud_boot_timeout"}
     assert DEFAULTS["vms"]["con0"] == "chroot" and DEFAULTS["mirror"] == "http://deb.debian.org/debian"
 
 
@@ -172,8 +182,10 @@ def test_stale_pidfile_reads_as_stopped(tmp_path):
     vm_dir.mkdir(parents=True)
     (vm_dir / "vm.json").write_text(json.dumps({"name": "con0", "image": "chroot", "user": "root", "port": 2222}))
     (vm_dir / "qemu.pid").write_text(f"{os.getpid()}\n")  # alive, but not this VM's QEMU
-    provider = QemuProvider({"state_dir": str(tmp_path)})
-    assert provider.status() == [VMStatus("con0", state="stopped", image="chroot")]
+    provider = QemuProvider({"state_dir": str(tmp_path), "accel": "tcg"})
+    # A vm.json from before guests had an arch: x86_64; stopped, so the accelerator it would boot with now.
+    assert provider.status() == [VMStatus("con0", state="stopped", image="chroot", arch="x86_64",
+                                          accel="TCG (as vm.accel says): it will be slow (software emulation)")]
     with pytest.raises(TargetError) as error:
         provider.target("con0")
     assert error.value.message == "VM 'con0' is not running." and error.value.hint == "Start it with: inv vm.up con0"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from labs import setup, setup_bakerx_ssh as hosts
+from labs.providers import qemu
 from labs.errors import TargetError
 from labs.model import FAIL, PASS, SKIP
 from labs.reporters import PlainReporter
@@ -26,32 +27,64 @@ def facts(provider="qemu", vm=None, bakerx=None, vms=None, **known) -> setup.Fac
 # -- the accelerator, per platform -------------------------------------------------------------------
 
 ACCEL = {
-    # case: (system, vm.accel, cpuinfo, /dev/kvm opens, status, words in the message)
-    "linux-kvm": ("Linux", "auto", VMX, True, PASS, "KVM: /dev/kvm opens"),
-    "linux-no-flag": ("Linux", "auto", NO_VMX, True, PASS, "TCG (software emulation, slow"),
-    "linux-no-device": ("Linux", "auto", VMX, False, PASS, "/dev/kvm is missing or this user cannot open it"),
-    "linux-tcg-set": ("Linux", "tcg", VMX, True, PASS, "TCG (software emulation), as vm.accel says"),
-    "linux-kvm-forced-unusable": ("Linux", "kvm", NO_VMX, True, FAIL, "vm.accel is kvm, but KVM cannot run here: the CPU shows no vmx/svm"),
-    "linux-kvm-forced": ("Linux", "kvm", VMX, True, PASS, "KVM"),
-    "macos": ("Darwin", "auto", "", False, PASS, "labkit does not use HVF (Hypervisor.framework) on Darwin yet"),
-    "macos-kvm": ("Darwin", "kvm", "", False, FAIL, "KVM exists only on Linux"),
-    "windows": ("Windows", "auto", "", False, PASS, "labkit does not use WHPX (Windows Hypervisor Platform) on Windows yet"),
+    # case: (system, machine, vm.accel, vm.arch, more facts, status, words in the message)
+    "linux-kvm": ("Linux", "x86_64", "auto", "auto", {"cpuinfo": VMX, "kvm_device": True}, PASS, "KVM: /dev/kvm opens and the CPU has vmx/svm"),
+    "linux-no-flag": ("Linux", "x86_64", "auto", "auto", {"cpuinfo": NO_VMX, "kvm_device": True}, PASS, "TCG (software emulation, slow"),
+    "linux-no-device": ("Linux", "x86_64", "auto", "auto", {"cpuinfo": VMX, "kvm_device": False}, PASS, "/dev/kvm is missing or this user cannot open it"),
+    "linux-tcg-set": ("Linux", "x86_64", "tcg", "auto", {"cpuinfo": VMX, "kvm_device": True}, PASS, "TCG (software emulation), as vm.accel says"),
+    "linux-kvm-forced-unusable": ("Linux", "x86_64", "kvm", "auto", {"cpuinfo": NO_VMX, "kvm_device": True}, FAIL, "vm.accel is kvm, but KVM cannot run here: the CPU shows no vmx/svm"),
+    "linux-kvm-forced": ("Linux", "x86_64", "kvm", "auto", {"cpuinfo": VMX, "kvm_device": True}, PASS, "KVM"),
+    "linux-arm-kvm": ("Linux", "aarch64", "auto", "auto", {"cpuinfo": "", "kvm_device": True}, PASS, "KVM: /dev/kvm opens."),
+    "linux-aarch64-guest-emulated": ("Linux", "x86_64", "auto", "aarch64", {"cpuinfo": VMX, "kvm_device": True}, PASS, "because an aarch64 guest on this x86_64 CPU is emulated"),
+    "macos-apple-silicon": ("Darwin", "arm64", "auto", "auto", {"hv_support": True}, PASS, "HVF: macOS Hypervisor.framework"),
+    "macos-intel": ("Darwin", "x86_64", "auto", "auto", {"hv_support": True}, PASS, "HVF"),
+    "macos-x86-guest-on-apple-silicon": ("Darwin", "arm64", "auto", "x86_64", {"hv_support": True}, PASS, "TCG (software emulation, slow"),
+    "macos-no-hv": ("Darwin", "arm64", "auto", "auto", {"hv_support": False}, PASS, "kern.hv_support is not 1"),
+    "macos-hvf-forced-unusable": ("Darwin", "arm64", "hvf", "auto", {"hv_support": False}, FAIL, "vm.accel is hvf, but Hypervisor.framework cannot run here"),
+    "macos-kvm": ("Darwin", "arm64", "kvm", "auto", {"hv_support": True}, FAIL, "KVM exists only on Linux"),
+    "windows-whpx": ("Windows", "AMD64", "auto", "auto", {"whpx": True}, PASS, "WHPX: QEMU offers the Windows Hypervisor Platform"),
+    "windows-no-whpx": ("Windows", "AMD64", "auto", "auto", {"whpx": False}, PASS, "Windows Hypervisor Platform"),
+    "windows-hvf": ("Windows", "AMD64", "hvf", "auto", {"whpx": True}, FAIL, "Hypervisor.framework exists only on Darwin"),
 }
 
 
 @pytest.mark.parametrize("case", list(ACCEL))
 def test_accelerator_says_which_and_why(case):
-    system, setting, cpuinfo, device, status, words = ACCEL[case]
-    outcome = setup.item_accelerator(facts(vm={"accel": setting}, system=system, cpuinfo=cpuinfo, kvm_device=device))
+    system, machine, setting, arch, more, status, words = ACCEL[case]
+    outcome = setup.item_accelerator(facts(vm={"accel": setting, "arch": arch}, system=system, machine=machine, **more))
     assert outcome[0] == status and words in outcome[1], outcome
-    if "tcg" in case or case in ("macos", "windows", "linux-no-flag", "linux-no-device"):
-        assert "KVM" not in outcome[1].split(":")[0]
+    slow = "tcg" in case or "no-" in case or "emulated" in case or "x86-guest" in case
+    assert outcome[1].startswith("TCG") == (slow and status == PASS), outcome
+    if case == "windows-no-whpx":
+        assert "Windows Hypervisor Platform" in outcome[2]
+
+
+def test_the_item_and_the_provider_make_one_choice():
+    """setup's accelerator item explains qemu.choose_accel's answer: no second copy of the decision."""
+    found = facts(vm={"accel": "auto", "arch": "auto"}, system="Darwin", machine="arm64", hv_support=True)
+    chosen = qemu.choose_accel("auto", found.host_facts())
+    assert chosen == qemu.Accel("hvf", "macOS Hypervisor.framework is available (kern.hv_support=1)")
+    assert setup.item_accelerator(found)[1] == f"HVF: {chosen.reason}."
+
+
+def test_macos_is_pointed_to_cloud_images_instead_of_a_build():
+    found = facts(vms=["con0"], system="Darwin", machine="arm64", **{"image:chroot": False})
+    status, message, hint = setup.item_image(found)
+    assert status == FAIL and "mmdebstrap, which runs on Linux only (Darwin here)" in message
+    assert "con0: alpine" in hint
 
 
 def test_a_bad_accel_setting_fails_the_item_with_its_usage_message():
     result = setup.run_item(setup.Item("accelerator", setup.item_accelerator), setup.QEMU_AREAS[1],
-                            facts(vm={"accel": "turbo"}, system="Linux", cpuinfo=VMX, kvm_device=True))
-    assert result.status == FAIL and result.message == "Bad accel setting 'turbo'." and "auto, kvm or tcg" in result.hint
+                            facts(vm={"accel": "turbo"}, system="Linux", machine="x86_64", cpuinfo=VMX, kvm_device=True))
+    assert result.status == FAIL and result.message == "Bad accel setting 'turbo'." and "auto, kvm, hvf, whpx or tcg" in result.hint
+
+
+def test_the_qemu_binary_follows_the_guest_arch():
+    found = facts(vm={"arch": "aarch64"}, system="Linux", machine="x86_64", **{"tool:qemu-system-aarch64": None})
+    status, message, hint = setup.item_qemu_binary(found)
+    assert status == FAIL and message.startswith("qemu-system-aarch64 not found") and "aarch64 guests" in message
+    assert "qemu-system-arm" in hint
 
 
 # -- VT-x for VirtualBox, per platform ----------------------------------------------------------------
@@ -162,12 +195,12 @@ def test_guard_names_the_failing_item_and_points_to_check_setup(tmp_path):
 
 def test_a_passing_item_says_what_it_found_in_plain_output():
     stream = StringIO()
-    found = facts(vms=[], system="Darwin", kvm_device=False, mem_available=None, loopback_port=2222,
+    found = facts(vms=[], system="Darwin", machine="x86_64", hv_support=False, kvm_device=False, mem_available=None, loopback_port=2222,
         **{f"tool:{tool}": f"/bin/{tool}" for tool in ("qemu-system-x86_64", "qemu-img", "ssh-keygen", "mke2fs")},
         **{"output:qemu-system-x86_64 --version": "QEMU emulator version 9.0.0"})
     report = setup.check_setup(found.scope, PlainReporter(stream), found)
     text = stream.getvalue()
-    assert "[accelerator] check accelerator: pass: TCG (software emulation, slow): labkit does not use HVF" in text
+    assert "[accelerator] check accelerator: pass: TCG (software emulation, slow: VMs boot and run several times slower) because macOS says kern.hv_support is not 1" in text
     assert "check memory: skip: Cannot tell the free memory on Darwin" in text
     assert report.lab == "setup" and report.ok and [step.id for step in report.steps] == ["qemu", "accelerator", "image", "resources"]
 
