@@ -12,10 +12,34 @@ import json
 import shlex
 from pathlib import Path
 
-from .errors import StepFailed
-from .model import Check, Lab, Step
+from .errors import StepFailed, UsageError
+from .model import Check, Lab, Option, Step
 from .runner import StepContext
 from .templates import render
+
+DEFAULTS = {
+    "vm": "con0",
+    "workdir": "",
+    "rootfs": "rootfs",
+    "script": "container.sh",
+    "busybox": {
+        "source": "url",
+        "url": "https://www.busybox.net/downloads/binaries/1.31.0-defconfig-multiarch-musl/busybox-i686",
+        "sha256": "",
+    },
+    "container_sh": {
+        "shebang": "auto",
+        "tmp_base": "/tmp",
+        "prompt_suffix": "-# ",
+        "nonce_length": 10,
+    },
+}
+
+
+def _busybox_source(value: str) -> None:
+    if value not in ("url", "target") and not Path(value).expanduser().is_file():
+        raise UsageError(f"--busybox {value}: no such file.", "Give url, target, or the path of a static busybox binary.")
+
 
 # busybox picks its applet by the name it is run as, so the staged copy must start with "busybox".
 STAGED_BUSYBOX = "bin/busybox.labkit-new"
@@ -336,6 +360,10 @@ LAB = Lab(
     name="chroot",
     title="Creating a simple container with chroot",
     variables=variables,
+    defaults=DEFAULTS,
+    options=(Option("busybox", "busybox.source", "Where busybox comes from: url (the workshop's download, default), "
+                    "target (the target's own busybox) or a PATH to a static busybox on this machine (uploaded).",
+                    validate=_busybox_source),),
     cleanup=CLEANUP,
     reset=RESET,
     steps=(

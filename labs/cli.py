@@ -8,13 +8,14 @@ runner; every LabError becomes a plain message and its exit status.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from invoke import Collection, Exit, Program, task
+from invoke import Collection, Config, Exit, Program, task
 from rich.console import Console
 from rich.table import Table
 
@@ -26,13 +27,12 @@ from .providers import resolve, ssh_config, vm_provider
 from .providers.bakerx import DEFAULTS as BAKERX_DEFAULTS
 from .providers.qemu import DEFAULTS as VM_DEFAULTS
 from .providers.ssh import Remote
+from .registry import discover
 from .reporters import ClassProgress, WatchView, class_table, make_reporter
 from .reports import report_format, write_report
 from .runner import Runner
 from .templates import render
 from .watch import ClassWatch, watch_rounds
-
-LABS = {"chroot": chroot_lab.LAB, "docker": docker_lab.LAB}
 
 DEFAULTS = {
     "target": {
@@ -47,43 +47,40 @@ DEFAULTS = {
     },
     "vm": VM_DEFAULTS,
     "bakerx": BAKERX_DEFAULTS,
-    "chroot": {
-        "vm": "con0",
-        "workdir": "",
-        "rootfs": "rootfs",
-        "script": "container.sh",
-        "busybox": {
-            "source": "url",
-            "url": "https://www.busybox.net/downloads/binaries/1.31.0-defconfig-multiarch-musl/busybox-i686",
-            "sha256": "",
-        },
-        "container_sh": {
-            "shebang": "auto",
-            "tmp_base": "/tmp",
-            "prompt_suffix": "-# ",
-            "nonce_length": 10,
-        },
-    },
-    "docker": {
-        "vm": "docker0",
-        "workdir": "",
-        "install_method": "script",
-        "install_script_url": "https://get.docker.com/",
-        "registry_mirror": "",
-        "insecure_registries": [],
-        "preload": [],
-        "allow_destructive": False,
-        "images": {"hello": "hello-world", "base": "ubuntu:18.04"},
-        "tag": "java11",
-        "expect": {"hello": "Hello from Docker!", "mvn": "Apache Maven"},
-        "dockerfile": {
-            "apt_update": True,
-            "packages": [["openjdk-11-jre-headless", "wget", "curl", "unzip"], ["git"], ["maven"]],
-            "java_home": "/usr/lib/jvm/java-11-openjdk-amd64",
-            "extra_instructions": [],
-        },
-    },
+    "labs": {"paths": []},
 }
+
+
+def _runtime_config() -> str | None:
+    """The -f/--config file of this command line, or INVOKE_RUNTIME_CONFIG, as invoke itself takes it."""
+    args = sys.argv[1:]
+    for index, arg in enumerate(args):
+        if arg in ("-f", "--config") and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("INVOKE_RUNTIME_CONFIG")
+
+
+def configured_lab_paths() -> list[str]:
+    """labs.paths, read before invoke loads its configuration (the tasks depend on it): invoke's own
+    system, user, current-directory and runtime files, in invoke's order."""
+    config = Config(project_location=os.getcwd(), runtime_path=_runtime_config())
+    config.load_project()
+    config.load_runtime()
+    labs = config.get("labs") or {}
+    return [str(path) for path in (labs.get("paths") or [])]
+
+
+def _discover() -> dict:
+    try:
+        return discover(configured_lab_paths())
+    except LabError as error:
+        sys.exit(f"Error: {error}")
+
+
+LABS = _discover()
+DEFAULTS.update({name: lab.defaults for name, lab in LABS.items()})
 
 TARGET_HELP = {
     "provider": "Where the lab runs: auto (default), qemu (the built-in VM), bakerx, or ssh (with --host).",
@@ -280,32 +277,54 @@ SOLVE_HELP = {
 }
 
 
-@task(help={**SOLVE_HELP,
-            "busybox": "Where busybox comes from: url (the workshop's download, default), target (the "
-                       "target's own busybox) or a PATH to a static busybox on this machine (uploaded)."})
-@user_errors
-def lab_chroot(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
-               report=None, busybox=None, pause=False):
-    """Run the chroot lab on the lab VM, verifying after every step."""
-    if busybox and busybox not in ("url", "target") and not Path(busybox).expanduser().is_file():
-        raise UsageError(f"--busybox {busybox}: no such file.", "Give url, target, or the path of a static busybox binary.")
-    _run_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, start=from_, only=only, force=force,
-             demo=demo, report=report, overrides={"busybox.source": busybox}, pause=pause)
+_TARGET_PARAMS = ("provider", "vm", "host", "key")
 
 
-@task(help={**SOLVE_HELP,
-            "allow_destructive": "Run the isolation step (rm -rf / inside a container) even on a machine "
-                                 "that labkit did not provision as a lab VM."})
-@user_errors
-def lab_docker(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
-               report=None, allow_destructive=False, pause=False):
-    """Run the docker lab on the lab VM, verifying after every step."""
-    _run_lab(c, "docker", provider=provider, vm=vm, host=host, key=key, start=from_, only=only, force=force,
-             demo=demo, report=report, overrides={"allow_destructive": allow_destructive or None}, pause=pause)
+def _signature(names_defaults: list[tuple[str, object]]) -> inspect.Signature:
+    """A task body's signature (invoke makes its flags from it): the context, then keyword flags."""
+    params = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+               for name, default in names_defaults]
+    return inspect.Signature(params)
+
+
+def _made_task(body, name: str, doc: str, signature: inspect.Signature, help_: dict):
+    body.__name__ = body.__qualname__ = name.replace(".", "_")
+    body.__doc__ = doc
+    body.__signature__ = signature
+    return task(help=help_)(user_errors(body))
+
+
+def _option_name(option) -> str:
+    return option.flag.replace("-", "_")
+
+
+def lab_task(lab):
+    """`lab.<name>`: solve the lab; the common flags of SOLVE_HELP plus the lab's own options."""
+    common = [*((name, None) for name in _TARGET_PARAMS), ("from_", None), ("only", None), ("force", False),
+              ("demo", False), ("report", None), ("pause", False)]
+    own = [(_option_name(option), False if option.boolean else None) for option in lab.options]
+
+    def body(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
+             report=None, pause=False, **flags):
+        overrides = {}
+        for option in lab.options:
+            value = flags.get(_option_name(option))
+            if option.boolean:
+                value = value or None
+            elif value is not None and option.validate:
+                option.validate(value)
+            overrides[option.setting] = value
+        _run_lab(c, lab.name, provider=provider, vm=vm, host=host, key=key, start=from_, only=only, force=force,
+                 demo=demo, report=report, overrides=overrides, pause=pause)
+
+    help_ = {**SOLVE_HELP, **{_option_name(option): option.help for option in lab.options}}
+    return _made_task(body, f"lab.{lab.name}", f"Run the {lab.name} lab on the lab VM, verifying after every step.",
+                      _signature(common + own), help_)
 
 
 @task(positional=["lab"], help={**{k: v for k, v in TARGET_HELP.items() if k != "report"},
-                                "lab": "The lab to undo: chroot or docker."})
+                                "lab": "The lab to undo: its name (inv lab.list)."})
 @user_errors
 def lab_reset(c, lab, provider=None, vm=None, host=None, key=None):
     """Undo a lab on the target (mounts, files, images) so that a student can start over."""
@@ -348,30 +367,29 @@ CHECK_HELP = {
 }
 
 
-@task(help=CHECK_HELP)
-@user_errors
-def check_chroot(c, provider=None, vm=None, host=None, key=None, report=None, workdir=None, inventory=None,
-                 parallel=0, watch=0):
-    """Check the student's chroot lab, read-only: which steps are done, which are wrong, and hints."""
-    if watch:
-        _watch_class(c, "chroot", inventory, parallel, report, watch)
-    elif inventory:
-        _check_class(c, "chroot", inventory, parallel, report)
-    else:
-        _check_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, report=report, workdir=workdir)
+def check_task(lab):
+    """`check.<name>`: the read-only self-check of one machine, or of a class with --inventory."""
+
+    def body(c, provider=None, vm=None, host=None, key=None, report=None, workdir=None, inventory=None,
+             parallel=0, watch=0):
+        if watch:
+            _watch_class(c, lab.name, inventory, parallel, report, watch)
+        elif inventory:
+            _check_class(c, lab.name, inventory, parallel, report)
+        else:
+            _check_lab(c, lab.name, provider=provider, vm=vm, host=host, key=key, report=report, workdir=workdir)
+
+    params = [*((name, None) for name in _TARGET_PARAMS), ("report", None), ("workdir", None), ("inventory", None),
+              ("parallel", 0), ("watch", 0)]
+    help_ = {**CHECK_HELP, "workdir": f"Directory the {lab.name} lab works in (default: {lab.name}.workdir, "
+                                      "empty: the login user's home)."}
+    return _made_task(body, f"check.{lab.name}",
+                      f"Check the student's {lab.name} lab, read-only: which steps are done, which are wrong, and hints.",
+                      _signature(params), help_)
 
 
-@task(help={**CHECK_HELP, "workdir": "Directory holding the student's Dockerfile (default: the login user's home)."})
-@user_errors
-def check_docker(c, provider=None, vm=None, host=None, key=None, report=None, workdir=None, inventory=None,
-                 parallel=0, watch=0):
-    """Check the student's docker lab, read-only: daemon, group, images, Dockerfile, java11 and mvn."""
-    if watch:
-        _watch_class(c, "docker", inventory, parallel, report, watch)
-    elif inventory:
-        _check_class(c, "docker", inventory, parallel, report)
-    else:
-        _check_lab(c, "docker", provider=provider, vm=vm, host=host, key=key, report=report, workdir=workdir)
+# Grading (grade.<name>) plugs in here: a factory like check_task, made for every lab that can be graded.
+LAB_TASK_FACTORIES = {"lab": lab_task, "check": check_task}
 
 
 # --- vm.* -----------------------------------------------------------------------------------------
@@ -465,9 +483,15 @@ def _collection(name: str, *tasks_, **named) -> Collection:
     return collection
 
 
+def _per_lab(kind: str, *tasks_, **named) -> Collection:
+    """The collection `kind` with a task for every lab found (lab.chroot, check.docker, ...)."""
+    factory = LAB_TASK_FACTORIES[kind]
+    return _collection(kind, *tasks_, **named, **{name: factory(lab) for name, lab in LABS.items()})
+
+
 ns = Collection()
-ns.add_collection(_collection("lab", lab_list, chroot=lab_chroot, docker=lab_docker, reset=lab_reset))
-ns.add_collection(_collection("check", chroot=check_chroot, docker=check_docker))
+ns.add_collection(_per_lab("lab", lab_list, reset=lab_reset))
+ns.add_collection(_per_lab("check"))
 ns.add_collection(_collection("vm", vm_ssh_config, up=vm_up, status=vm_status, ssh=vm_ssh, down=vm_down,
                               destroy=vm_destroy))
 ns.add_collection(_collection("render", render_container_sh, render_dockerfile))

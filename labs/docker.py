@@ -16,7 +16,7 @@ from pathlib import Path
 from shlex import quote
 
 from .errors import StepFailed, UsageError
-from .model import Check, Lab, Step
+from .model import Check, Lab, Option, Step
 from .providers.target import LAB_VM_MARKER
 from .runner import StepContext
 from .templates import render
@@ -38,6 +38,27 @@ i=0; until docker version >/dev/null 2>&1; do
   i=$((i + 1)); [ $i -le 120 ] || { echo "dockerd did not come back within 2 minutes"; exit 1; }; sleep 1
 done
 """
+
+
+DEFAULTS = {
+    "vm": "docker0",
+    "workdir": "",
+    "install_method": "script",
+    "install_script_url": "https://get.docker.com/",
+    "registry_mirror": "",
+    "insecure_registries": [],
+    "preload": [],
+    "allow_destructive": False,
+    "images": {"hello": "hello-world", "base": "ubuntu:18.04"},
+    "tag": "java11",
+    "expect": {"hello": "Hello from Docker!", "mvn": "Apache Maven"},
+    "dockerfile": {
+        "apt_update": True,
+        "packages": [["openjdk-11-jre-headless", "wget", "curl", "unzip"], ["git"], ["maven"]],
+        "java_home": "/usr/lib/jvm/java-11-openjdk-amd64",
+        "extra_instructions": [],
+    },
+}
 
 
 def dockerfile_values(settings: dict) -> dict:
@@ -328,6 +349,9 @@ LAB = Lab(
     name="docker",
     title="Introducing Docker containers",
     variables=variables,
+    defaults=DEFAULTS,
+    options=(Option("allow-destructive", "allow_destructive", "Run the isolation step (rm -rf / inside a container) "
+                    "even on a machine that labkit did not provision as a lab VM.", boolean=True),),
     cleanup="rm -f /tmp/labkit-upload-*\n",
     # Docker itself and the group stay: they are the machine's, not the exercise's.
     reset="""rm -f /tmp/labkit-upload-*

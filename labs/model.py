@@ -43,6 +43,21 @@ class Step:
     # What demo mode hands the terminal to after an interactive step's action, for the audience to
     # try it by hand: sh run as root in the workdir with the lab's variables, on a pty.
     shell: str = ""
+    # Grading weight and prerequisite step ids (the lab folder format carries both).
+    points: int = 0
+    needs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Option:
+    """A flag of a lab's own `lab.<name>` task: `--flag VALUE` (or a bare `--flag` when `boolean`) sets
+    `setting`, a dotted path inside the lab's settings. `validate` raises UsageError on a bad value."""
+
+    flag: str
+    setting: str
+    help: str
+    boolean: bool = False
+    validate: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,9 @@ class Lab:
     cleanup: str = ""
     reset: str = ""
     variables: Callable[[dict, str], dict[str, str]] = field(default=lambda settings, workdir: {})
+    # The lab's configuration section (`<name>.*`, with at least `vm` and `workdir`) and its own flags.
+    defaults: dict = field(default_factory=lambda: {"vm": "con0", "workdir": ""})
+    options: tuple[Option, ...] = ()
 
     @property
     def step_ids(self) -> list[str]:
