@@ -348,7 +348,7 @@ CLEANUP = f'rm -f "$ROOTFS/{STAGED_BUSYBOX}" /tmp/labkit-upload-*\n'
 # Containers made by container.sh leave /tmp/<nonce>/{upper,workdir,overlay} and an overlay (maybe
 # with proc) mounted on it: unmount those, remove them, then the rootfs and the script.
 RESET = CLEANUP + """for dir in /tmp/*/; do
-  [ -d "${dir}upper" ] && [ -d "${dir}workdir" ] && [ -d "${dir}overlay" ] || continue
+  if [ ! -d "${dir}upper" ] || [ ! -d "${dir}workdir" ] || [ ! -d "${dir}overlay" ]; then continue; fi
   umount "${dir}overlay/proc" 2>/dev/null; umount "${dir}overlay" 2>/dev/null
   grep -q " ${dir%/}/overlay" /proc/mounts && { echo "still mounted: ${dir}overlay"; exit 1; }
   rm -rf "$dir" && echo "removed $dir"

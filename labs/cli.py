@@ -12,7 +12,9 @@ import inspect
 import logging
 import os
 import sys
+import tempfile
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from invoke import Collection, Config, Exit, Program, task
@@ -23,13 +25,16 @@ from . import __version__, chroot as chroot_lab, docker as docker_lab
 from .classroom import check_class, load_inventory
 from .errors import LabError, UsageError
 from .model import LabReport
-from .providers import resolve, ssh_config, vm_provider
+from .providers import choose, resolve, ssh_config, vm_provider
 from .providers.bakerx import DEFAULTS as BAKERX_DEFAULTS
 from .providers.qemu import DEFAULTS as VM_DEFAULTS
 from .providers.ssh import Remote
 from .registry import discover
+from .folder import scaffold
 from .reporters import ClassProgress, WatchView, class_table, make_reporter
+from .reporting import SilentReporter
 from .reports import report_format, write_report
+from .labtest import test_lab
 from .runner import Runner
 from .templates import render
 from .watch import ClassWatch, watch_rounds
@@ -76,7 +81,8 @@ def _discover() -> dict:
     try:
         return discover(configured_lab_paths())
     except LabError as error:
-        sys.exit(f"Error: {error}")
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(error.code)
 
 
 LABS = _discover()
@@ -341,6 +347,74 @@ def lab_reset(c, lab, provider=None, vm=None, host=None, key=None):
     console.print(f"The {lab} lab is undone on {remote.target.name}: inv lab.{lab} starts it over.")
 
 
+@task(positional=["lab"], help={**TARGET_HELP, "lab": "The lab to test: its name (inv lab.list).",
+                                "provider": "qemu (default, and auto): a fresh VM in a temporary state directory, "
+                                            "destroyed afterwards; ssh (with --host) or bakerx: the machine as "
+                                            "lab.reset leaves it."})
+@user_errors
+def lab_test(c, lab, provider=None, vm=None, host=None, key=None, report=None):
+    """The lab author's proof on a fresh machine: checks fail before each step and pass after it, a re-run
+    finds every step done, the self-check changes nothing, and lab.reset undoes the lab."""
+    if lab not in LABS:
+        raise UsageError(f"Unknown lab '{lab}'.", f"Choose one of: {', '.join(LABS)}.")
+    if report:
+        report_format(report)
+    console = _console()
+    settings = _lab_settings(c.config, lab, {})
+    chosen = choose(provider or c.config.target.provider, host, _plain(c.config.bakerx),
+                    lambda message: console.print(message))
+    with _fresh_target(c, lab, console, chosen, vm, host, key, settings["workdir"]) as remote:
+        runner = Runner(LABS[lab], remote, SilentReporter(), settings, provider=chosen)
+        if chosen != "qemu":
+            console.print(f"Undoing the {lab} lab on {remote.target.name} first (lab.reset)")
+            runner.reset(on_line=lambda line: None)
+        result = test_lab(runner, lambda line: console.print(line, markup=False))
+    console.print(f"lab.test {lab}: {result.summary['passed']} passed, {result.summary['failed']} failed "
+                  f"in {result.duration_s:.0f} s")
+    _finish(result, report, lab)
+
+
+@contextmanager
+def _fresh_target(c, lab, console, provider, vm, host, key, workdir):
+    """A connected Remote: for qemu a new VM (overlay disk on the cached image) in a temporary state
+    directory, destroyed at the end; else the machine the provider names."""
+    if provider != "qemu":
+        remote = _connect(c, lab, console, provider, vm, host, key, workdir)
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
+    name = vm or c.config[lab].vm
+    with tempfile.TemporaryDirectory(prefix="labkit-test-") as state:
+        vms = vm_provider("qemu", {**_plain(c.config.vm), "state_dir": state},
+                          lambda message: console.print(f"Fresh {name}: {message}"))
+        try:
+            target = vms.up(name)
+            if workdir:
+                target = replace(target, workdir=workdir)
+            remote = Remote(target, connect_timeout=c.config.target.connect_timeout,
+                            command_timeout=c.config.target.command_timeout)
+            try:
+                yield remote
+            finally:
+                remote.close()
+        finally:
+            vms.destroy(name)
+
+
+@task(positional=["name"], help={"name": "The new lab's name (lower case letters, digits and _): its tasks "
+                                          "become lab.NAME and check.NAME.",
+                                  "dir": "Where to make the folder NAME (default: the current directory)."})
+@user_errors
+def lab_new(c, name, dir=None):
+    """Make a lab folder NAME: a lab.yaml with one step, its solve and check scripts; it passes validation."""
+    folder = Path(dir or ".").expanduser() / name
+    scaffold(folder, name)
+    _console().print(f"Made {folder}: add {folder.parent.resolve()} to labs.paths in invoke.yaml, then "
+                     f"inv lab.test {name}.")
+
+
 @task(name="list")
 def lab_list(c):
     """List the labs and their steps (id, title, interactive, destructive)."""
@@ -490,7 +564,7 @@ def _per_lab(kind: str, *tasks_, **named) -> Collection:
 
 
 ns = Collection()
-ns.add_collection(_per_lab("lab", lab_list, reset=lab_reset))
+ns.add_collection(_per_lab("lab", lab_list, reset=lab_reset, test=lab_test, new=lab_new))
 ns.add_collection(_per_lab("check"))
 ns.add_collection(_collection("vm", vm_ssh_config, up=vm_up, status=vm_status, ssh=vm_ssh, down=vm_down,
                               destroy=vm_destroy))

@@ -357,6 +357,7 @@ LAB = Lab(
     reset="""rm -f /tmp/labkit-upload-*
 for image in "$TAG" "$HELLO_IMAGE" "$BASE_IMAGE"; do
   ids=$(docker ps -aq --filter "ancestor=$image" 2>/dev/null)
+  # shellcheck disable=SC2086  # one word per container id
   [ -z "$ids" ] || docker rm -f $ids
   ! docker image inspect "$image" >/dev/null 2>&1 || docker rmi -f "$image"
 done

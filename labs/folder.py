@@ -182,3 +182,23 @@ def folder_labs(paths: list[str], base: Path | None = None) -> list[Path]:
 def builtin(name: str) -> Lab:
     """A lab folder shipped inside labkit (labs/folders/NAME)."""
     return load(resource("labs", "folders", name))
+
+
+SCAFFOLD = "_new"
+
+
+def scaffold(folder: Path, name: str) -> Lab:
+    """Make the lab folder `folder` for a lab `name` from labs/folders/_new, and load it to prove it valid.
+    UsageError for a bad name or a folder that exists."""
+    if not re.match(schema()["properties"]["name"]["pattern"], name):
+        raise UsageError(f"'{name}' cannot be a lab name.", "Use lower case letters, digits and _, starting with a letter.")
+    if folder.exists():
+        raise UsageError(f"{folder} exists already.", "Choose another name, or another place with --dir.")
+    source = resource("labs", "folders", SCAFFOLD)
+    folder.mkdir(parents=True)
+    for item in sorted(source.iterdir()):
+        if item.suffix == ".sh":
+            (folder / item.name).write_text(item.read_text())
+    values = {"name": name, "title": f"The {name} lab"}
+    (folder / LAB_FILE).write_text(render("lab.yaml.j2", values, name, directory=str(source)))
+    return load(folder)
