@@ -73,8 +73,7 @@ def configured_lab_paths() -> list[str]:
     config = Config(project_location=os.getcwd(), runtime_path=_runtime_config())
     config.load_project()
     config.load_runtime()
-    labs = config.get("labs") or {}
-    return [str(path) for path in (labs.get("paths") or [])]
+    return [str(path) for path in (config.get("labs", {}).get("paths") or [])]
 
 
 def _discover() -> dict:
