@@ -165,6 +165,11 @@ def _connect(c, lab: str, console: Console, provider, vm, host, key, workdir) ->
         target = resolve(provider or config.target.provider, vm=vm or settings.vm, host=host, key=key,
                          workdir=workdir or settings.workdir, vm_settings=_plain(config.vm),
                          state_dir=state_dir(config), progress=progress, bakerx_settings=_plain(config.bakerx))
+    return _remote(config, target)
+
+
+def _remote(config, target) -> Remote:
+    """A Remote for `target` with the target.* timeouts and reconnect settings."""
     return Remote(target, connect_timeout=config.target.connect_timeout,
                   command_timeout=config.target.command_timeout,
                   reconnect_attempts=config.target.reconnect_attempts,
@@ -392,8 +397,7 @@ def _fresh_target(c, lab, console, provider, vm, host, key, workdir):
             target = vms.up(name)
             if workdir:
                 target = replace(target, workdir=workdir)
-            remote = Remote(target, connect_timeout=c.config.target.connect_timeout,
-                            command_timeout=c.config.target.command_timeout)
+            remote = _remote(c.config, target)
             try:
                 yield remote
             finally:

@@ -141,10 +141,11 @@ def load(folder: Path | str) -> Lab:
 
 def _variables(settings: dict, workdir: str) -> dict[str, str]:
     """The lab's variables: each setting `<lab>.variables.NAME` rendered with the work directory."""
-    return {name: _render_text(str(value), {"workdir": workdir}) for name, value in settings["variables"].items()}
+    return {name: render_variable(str(value), {"workdir": workdir}) for name, value in settings["variables"].items()}
 
 
-def _render_text(text: str, values: dict) -> str:
+def render_variable(text: str, values: dict) -> str:
+    """A variable's value from lab.yaml, a jinja2 template (StrictUndefined) of `values`."""
     return _environment().from_string(text).render(**values)
 
 

@@ -1,5 +1,5 @@
 """shellcheck on every script labkit runs on a target: the .sh files of the lab folders (with their
-library in front, as the loader composes them) and the shell strings of the Python labs (each check,
+library in front, as the loader composes them), the scripts their steps render from templates, and the shell strings of the Python labs (each check,
 clean-up, reset and demo shell, and the runner's batch of a lab's checks).
 
 Scripts run under `sh` on the target (busybox ash, dash or bash), so they are checked as `-s sh`.
@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from labs.cli import LABS
-from labs.folder import LAB_FILE, read
+from labs.folder import LAB_FILE, read, render_variable
 from labs.runner import batch_script, preamble
+from labs.templates import render
 
 EXCLUDED = "SC2016,SC2317"
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,3 +65,24 @@ def test_lab_folder_scripts_pass_shellcheck(folder, tmp_path):
 def test_excluded_codes_still_catch_a_bashism(tmp_path):
     """The check fails on a script that is not POSIX sh: the exclusions do not hide real findings."""
     assert "SC3010" in shellcheck('if [[ -d /tmp ]]; then echo yes; fi\n', tmp_path, "bashism")
+
+
+def rendered_scripts() -> list:
+    """Every .sh a folder lab's steps install, rendered as the step renders it."""
+    scripts = []
+    for folder in FOLDERS:
+        data = read(folder)
+        settings = {"vm": data.get("vm", "con0"), "workdir": "", "variables": data.get("variables", {})}
+        variables = {name: render_variable(value, {"workdir": "/root"}) for name, value in settings["variables"].items()}
+        for step in data["steps"]:
+            for item in step.get("install", []):
+                text = render(item["template"], {**item.get("values", {}), "settings": settings, "variables": variables},
+                              data["name"], directory=str(folder))
+                if text.startswith("#!/bin/sh"):
+                    scripts.append(pytest.param(text, id=f"{folder.name}/{step['id']}/{item['template']}"))
+    return scripts
+
+
+@pytest.mark.parametrize("text", rendered_scripts())
+def test_installed_scripts_pass_shellcheck(text, tmp_path):
+    assert shellcheck(text.split("\n", 1)[1], tmp_path, "installed") == ""
