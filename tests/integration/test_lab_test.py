@@ -28,13 +28,14 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "labs"
 @pytest.fixture(scope="module")
 def env(qemu_settings, tmp_path_factory):
     """The CLI's environment: the tests' image cache, the target's own busybox for the chroot lab
-    (busybox.net is out of reach), labs.paths naming the fixture labs, and a login wait that allows
-    for a freshly booted VM's sshd on a machine busy with other TCG VMs."""
+    (busybox.net is out of reach), labs.paths naming the fixture labs, and boot and login waits that
+    allow for a fresh VM on a machine busy with other TCG VMs."""
     config = tmp_path_factory.mktemp("lab-test") / "labs.yaml"
     config.write_text(yaml.safe_dump({"labs": {"paths": [str(FIXTURES)]}}))
     return dict(os.environ, INVOKE_VM_STATE_DIR=str(qemu_settings["state_dir"]),
                 INVOKE_VM_CACHE_DIR=str(qemu_settings["cache_dir"]), INVOKE_CHROOT_BUSYBOX_SOURCE="target",
-                INVOKE_RUNTIME_CONFIG=str(config), INVOKE_TARGET_CONNECT_TIMEOUT="60", COLUMNS="120")
+                INVOKE_RUNTIME_CONFIG=str(config), INVOKE_TARGET_CONNECT_TIMEOUT="60",
+                INVOKE_VM_BOOT_TIMEOUT="600", COLUMNS="120")
 
 
 def verdicts(report: Path) -> dict[str, str]:
