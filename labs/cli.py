@@ -56,14 +56,24 @@ DEFAULTS = {
 }
 
 
+# invoke's core flags that take a value: they come before the first task name.
+_CORE_VALUE_FLAGS = {"-c", "--collection", "-r", "--search-root", "-T", "--command-timeout", "-D", "--list-depth",
+                     "-F", "--list-format", "--hide", "--print-completion-script", "--complete"}
+
+
 def _runtime_config() -> str | None:
-    """The -f/--config file of this command line, or INVOKE_RUNTIME_CONFIG, as invoke itself takes it."""
-    args = sys.argv[1:]
-    for index, arg in enumerate(args):
-        if arg in ("-f", "--config") and index + 1 < len(args):
-            return args[index + 1]
+    """The -f/--config file of this command line (a core flag, before the first task), or
+    INVOKE_RUNTIME_CONFIG, as invoke itself takes it."""
+    args = iter(sys.argv[1:])
+    for arg in args:
+        if arg in ("-f", "--config"):
+            return next(args, None)
         if arg.startswith("--config="):
             return arg.split("=", 1)[1]
+        if arg in _CORE_VALUE_FLAGS:
+            next(args, None)
+        elif not arg.startswith("-"):
+            break
     return os.environ.get("INVOKE_RUNTIME_CONFIG")
 
 
@@ -312,8 +322,9 @@ def _option_name(option) -> str:
 def lab_task(lab):
     """`lab.<name>`: solve the lab; the common flags of SOLVE_HELP plus the lab's own options."""
     common = [*((name, None) for name in _TARGET_PARAMS), ("from_", None), ("only", None), ("force", False),
-              ("demo", False), ("report", None), ("pause", False)]
-    own = [(_option_name(option), False if option.boolean else None) for option in lab.options]
+              ("demo", False), ("report", None)]
+    # The lab's own flags come before --pause: invoke hands out short flags in this order (-a is --allow-destructive).
+    own = [(_option_name(option), False if option.boolean else None) for option in lab.options] + [("pause", False)]
 
     def body(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
              report=None, pause=False, **flags):

@@ -148,3 +148,15 @@ def test_a_malformed_folder_in_labs_paths_is_exit_2_naming_file_and_field(tmp_pa
     where = f"{tmp_path / 'labs' / 'bad' / 'lab.yaml'}: steps[3].checks[1]"
     assert result.stderr.splitlines()[:2] == [f"Error: {where}.hint: required",
                                               f"{where}.tip: unknown field (not in the lab format)"]
+
+
+@pytest.mark.parametrize("task,flags", [
+    ("lab.chroot", ["-b STRING, --busybox=STRING", "-f STRING, --from=STRING", "-r, --force", "-a, --pause"]),
+    ("lab.docker", ["-a, --allow-destructive", "-f STRING, --from=STRING", "-u, --pause"]),
+    ("check.docker", ["-i STRING, --inventory=STRING", "-t INT, --watch=INT", "-w STRING, --workdir=STRING"]),
+])
+def test_the_made_tasks_keep_the_flags_of_design_md(task, flags):
+    """The per-lab factory gives the built-in labs the flags (and short flags) they had by hand."""
+    shown = subprocess.run(cli.inv("--help", task), capture_output=True, text=True, timeout=120,
+                           stdin=subprocess.DEVNULL).stdout
+    assert [flag for flag in flags if flag not in shown] == []
