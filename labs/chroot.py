@@ -14,12 +14,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import StepFailed, UsageError
-from .model import Cause, Check, Handin, Lab, Step
+from .model import Cause, Check, Handin, Lab, Option, Step
 from .runner import StepContext
 from .templates import render
 
 # `--busybox` (setting chroot.busybox.source) takes one of these, or the path of a file on this machine.
 BUSYBOX_SOURCES = ("auto", "url", "target")
+
+
+def _busybox_source(value: str) -> None:
+    """--busybox: one of BUSYBOX_SOURCES or a file on this machine; UsageError otherwise."""
+    if value not in BUSYBOX_SOURCES and not Path(value).expanduser().is_file():
+        raise UsageError(f"--busybox {value}: no such file.", "Give auto, url, target, or the path of a static busybox binary.")
 
 # busybox picks its applet by the name it is run as, so the staged copy must start with "busybox".
 STAGED_BUSYBOX = "bin/busybox.labkit-new"
@@ -545,7 +551,7 @@ CLEANUP = f'rm -f "$ROOTFS/{STAGED_BUSYBOX}" /tmp/labkit-upload-*\n'
 # Containers made by container.sh leave /tmp/<nonce>/{upper,workdir,overlay} and an overlay (maybe
 # with proc) mounted on it: unmount those, remove them, then the rootfs and the script.
 RESET = CLEANUP + """for dir in /tmp/*/; do
-  [ -d "${dir}upper" ] && [ -d "${dir}workdir" ] && [ -d "${dir}overlay" ] || continue
+  if [ ! -d "${dir}upper" ] || [ ! -d "${dir}workdir" ] || [ ! -d "${dir}overlay" ]; then continue; fi
   umount "${dir}overlay/proc" 2>/dev/null; umount "${dir}overlay" 2>/dev/null
   grep -q " ${dir%/}/overlay" /proc/mounts && { echo "still mounted: ${dir}overlay"; exit 1; }
   rm -rf "$dir" && echo "removed $dir"
@@ -553,12 +559,41 @@ done
 rm -rf "$ROOTFS" "$SCRIPT" && echo "removed $ROOTFS and $SCRIPT"
 """
 
+# The lab's configuration section (`chroot.*`); invoke.yaml, INVOKE_CHROOT_* and flags override it.
+DEFAULTS = {
+    "vm": "con0",
+    "workdir": "",
+    "rootfs": "rootfs",
+    "script": "container.sh",
+    "points": {},
+    "hidden": [],
+    "busybox": {
+        "source": "auto",
+        "url": "https://www.busybox.net/downloads/binaries/1.31.0-defconfig-multiarch-musl/busybox-i686",
+        "urls": {"aarch64": ARMV8_URL},
+        "sha256": "",
+    },
+    "container_sh": {
+        "shebang": "auto",
+        "tmp_base": "/tmp",
+        "prompt_suffix": "-# ",
+        "nonce_length": 10,
+    },
+}
+
 LAB = Lab(
     name="chroot",
     title="Creating a simple container with chroot",
     variables=variables,
+    defaults=DEFAULTS,
+    options=(Option("busybox", "busybox.source", "Where busybox comes from: auto (default: the workshop's download, "
+                    "else the target's own static busybox, said in the output and the report), url (the download "
+                    "only), target (the target's own busybox) or a PATH to a static busybox on this machine (uploaded).",
+                    validate=_busybox_source),),
     cleanup=CLEANUP,
     reset=RESET,
+    # The grading VM is the built-in image, which has a static busybox: no download needed.
+    grading_settings={"busybox.source": "target"},
     handins=(Handin("container.sh", '"$SCRIPT"', "container-script", 0o755),),
     # Students write the workshop's #!/bin/ash (Alpine); Debian's busybox-static provides no ash link.
     grading_setup='[ -e /bin/ash ] || ln -s "$(command -v busybox)" /bin/ash',

@@ -8,13 +8,16 @@ runner; every LabError becomes a plain message and its exit status.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import sys
+import tempfile
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
-from invoke import Collection, Exit, Program, task
+from invoke import Collection, Config, Exit, Program, task
 from rich.console import Console
 from rich.table import Table
 
@@ -30,12 +33,14 @@ from .providers.qemu import DEFAULTS as VM_DEFAULTS
 from .providers.ssh import Remote, parse_host
 from .reporters import ClassProgress, WatchView, class_table, make_reporter
 from .reports import FORMATS, report_format, write_report
+from .registry import discover
+from .folder import scaffold
+from .reporting import SilentReporter
 from .runner import Runner
+from .labtest import test_lab
 from .setup import SetupScope, check_setup as setup_check
 from .templates import render
 from .watch import ClassWatch, watch_rounds
-
-LABS = {"chroot": chroot_lab.LAB, "docker": docker_lab.LAB}
 
 DEFAULTS = {
     "target": {
@@ -50,49 +55,50 @@ DEFAULTS = {
     },
     "vm": VM_DEFAULTS,
     "bakerx": BAKERX_DEFAULTS,
-    "chroot": {
-        "vm": "con0",
-        "workdir": "",
-        "rootfs": "rootfs",
-        "script": "container.sh",
-        "points": {},
-        "hidden": [],
-        "busybox": {
-            "source": "auto",
-            "url": "https://www.busybox.net/downloads/binaries/1.31.0-defconfig-multiarch-musl/busybox-i686",
-            "urls": {"aarch64": chroot_lab.ARMV8_URL},
-            "sha256": "",
-        },
-        "container_sh": {
-            "shebang": "auto",
-            "tmp_base": "/tmp",
-            "prompt_suffix": "-# ",
-            "nonce_length": 10,
-        },
-    },
-    "docker": {
-        "vm": "docker0",
-        "workdir": "",
-        "points": {},
-        "hidden": [],
-        "install_method": "script",
-        "install_script_url": "https://get.docker.com/",
-        "registry_mirror": "",
-        "insecure_registries": [],
-        "preload": [],
-        "allow_destructive": False,
-        "images": {"hello": "hello-world", "base": "ubuntu:18.04"},
-        "tag": "java11",
-        "build_timeout": 3600,
-        "expect": {"hello": "Hello from Docker!", "mvn": "Apache Maven"},
-        "dockerfile": {
-            "apt_update": True,
-            "packages": [["openjdk-11-jre-headless", "wget", "curl", "unzip"], ["git"], ["maven"]],
-            "java_home": "/usr/lib/jvm/java-11-openjdk-amd64",
-            "extra_instructions": [],
-        },
-    },
+    "labs": {"paths": []},
 }
+
+# invoke's core flags that take a value: they come before the first task name.
+_CORE_VALUE_FLAGS = {"-c", "--collection", "-r", "--search-root", "-T", "--command-timeout", "-D", "--list-depth",
+                     "-F", "--list-format", "--hide", "--print-completion-script", "--complete"}
+
+
+def _runtime_config() -> str | None:
+    """The -f/--config file of this command line (a core flag, before the first task), or
+    INVOKE_RUNTIME_CONFIG, as invoke itself takes it."""
+    args = iter(sys.argv[1:])
+    for arg in args:
+        if arg in ("-f", "--config"):
+            return next(args, None)
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg in _CORE_VALUE_FLAGS:
+            next(args, None)
+        elif not arg.startswith("-"):
+            break
+    return os.environ.get("INVOKE_RUNTIME_CONFIG")
+
+
+def configured_lab_paths() -> list[str]:
+    """labs.paths, read before invoke loads its configuration (the tasks depend on it): invoke's own
+    system, user, current-directory and runtime files, in invoke's order."""
+    config = Config(project_location=os.getcwd(), runtime_path=_runtime_config())
+    config.load_project()
+    config.load_runtime()
+    return [str(path) for path in (config.get("labs", {}).get("paths") or [])]
+
+
+def _discover() -> dict:
+    try:
+        return discover(configured_lab_paths())
+    except LabError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(error.code)
+
+
+LABS = _discover()
+DEFAULTS.update({name: lab.defaults for name, lab in LABS.items()})
+
 
 TARGET_HELP = {
     "provider": "Where the lab runs: auto (default), qemu (the built-in VM), bakerx, or ssh (with --host).",
@@ -174,13 +180,18 @@ def _connect(c, lab: str, console: Console, provider, vm, host, key, workdir) ->
         target = resolve(provider or config.target.provider, vm=vm or settings.vm, host=host, key=key,
                          workdir=workdir or settings.workdir, vm_settings=_plain(config.vm),
                          state_dir=state_dir(config), progress=progress, bakerx_settings=_plain(config.bakerx))
-    remote = Remote(target, connect_timeout=config.target.connect_timeout,
-                    command_timeout=config.target.command_timeout,
-                    reconnect_attempts=config.target.reconnect_attempts,
-                    reconnect_backoff=config.target.reconnect_backoff)
+    remote = _remote(config, target)
     # Log in before the run's header is printed: a machine that cannot be reached gets its error alone.
     remote.connection
     return remote
+
+
+def _remote(config, target) -> Remote:
+    """A Remote for `target` with the target.* timeouts and reconnect settings."""
+    return Remote(target, connect_timeout=config.target.connect_timeout,
+                  command_timeout=config.target.command_timeout,
+                  reconnect_attempts=config.target.reconnect_attempts,
+                  reconnect_backoff=config.target.reconnect_backoff)
 
 
 def _report_format(report: str | None, fmt: str | None, whole_class: bool = False) -> str | None:
@@ -325,10 +336,7 @@ def _grade_lab(c, lab_name, *, submission, report, fmt, vm, overrides):
         vm_settings = {**_plain(c.config.vm), "state_dir": str(state_dir(c.config))}
         with progress_display(console, f"Preparing the grading VM {name}") as progress, \
                 fresh_vm(vm_settings, name, vm or settings["vm"], progress) as target:
-            remote = Remote(target, connect_timeout=c.config.target.connect_timeout,
-                            command_timeout=c.config.target.command_timeout,
-                            reconnect_attempts=c.config.target.reconnect_attempts,
-                            reconnect_backoff=c.config.target.reconnect_backoff)
+            remote = _remote(c.config, target)
             try:
                 result = grade(lab, Runner(lab, remote, reporter, settings), files, reporter)
             finally:
@@ -349,35 +357,56 @@ SOLVE_HELP = {
 }
 
 
-@task(help={**SOLVE_HELP,
-            "busybox": "Where busybox comes from: auto (default: the workshop's download, else the target's own "
-                       "static busybox, said in the output and the report), url (the download only), target (the "
-                       "target's own busybox) or a PATH to a static busybox on this machine (uploaded)."})
-@user_errors
-def lab_chroot(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
-               report=None, busybox=None, pause=False, format_=None):
-    """Run the chroot lab on the lab VM, verifying after every step."""
-    if busybox and busybox not in chroot_lab.BUSYBOX_SOURCES and not Path(busybox).expanduser().is_file():
-        raise UsageError(f"--busybox {busybox}: no such file.",
-                         "Give auto, url, target, or the path of a static busybox binary.")
-    _run_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, start=from_, only=only, force=force,
-             demo=demo, report=report, fmt=format_, overrides={"busybox.source": busybox}, pause=pause)
+_TARGET_PARAMS = ("provider", "vm", "host", "key")
 
 
-@task(help={**SOLVE_HELP,
-            "allow_destructive": "Run the isolation step (rm -rf / inside a container) even on a machine "
-                                 "that labkit did not provision as a lab VM."})
-@user_errors
-def lab_docker(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
-               report=None, allow_destructive=False, pause=False, format_=None):
-    """Run the docker lab on the lab VM, verifying after every step."""
-    _run_lab(c, "docker", provider=provider, vm=vm, host=host, key=key, start=from_, only=only, force=force,
-             demo=demo, report=report, fmt=format_, overrides={"allow_destructive": allow_destructive or None},
-             pause=pause)
+def _signature(names_defaults: list[tuple[str, object]]) -> inspect.Signature:
+    """A task body's signature (invoke makes its flags from it): the context, then keyword flags."""
+    params = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+               for name, default in names_defaults]
+    return inspect.Signature(params)
+
+
+def _made_task(body, name: str, doc: str, signature: inspect.Signature, help_: dict):
+    body.__name__ = body.__qualname__ = name.replace(".", "_")
+    body.__doc__ = doc
+    body.__signature__ = signature
+    return task(help=help_)(user_errors(body))
+
+
+def _option_name(option) -> str:
+    return option.flag.replace("-", "_")
+
+
+def lab_task(lab):
+    """`lab.<name>`: solve the lab; the common flags of SOLVE_HELP plus the lab's own options."""
+    common = [*((name, None) for name in _TARGET_PARAMS), ("from_", None), ("only", None), ("force", False),
+              ("demo", False), ("report", None)]
+    # The lab's own flags come before --pause: invoke hands out short flags in this order (-a is --allow-destructive).
+    own = [(_option_name(option), False if option.boolean else None) for option in lab.options]
+    own += [("pause", False), ("format_", None)]
+
+    def body(c, provider=None, vm=None, host=None, key=None, from_=None, only=None, force=False, demo=False,
+             report=None, pause=False, format_=None, **flags):
+        overrides = {}
+        for option in lab.options:
+            value = flags.get(_option_name(option))
+            if option.boolean:
+                value = value or None
+            elif value is not None and option.validate:
+                option.validate(value)
+            overrides[option.setting] = value
+        _run_lab(c, lab.name, provider=provider, vm=vm, host=host, key=key, start=from_, only=only, force=force,
+                 demo=demo, report=report, fmt=format_, overrides=overrides, pause=pause)
+
+    help_ = {**SOLVE_HELP, **{_option_name(option): option.help for option in lab.options}}
+    return _made_task(body, f"lab.{lab.name}", f"Run the {lab.name} lab on the lab VM, verifying after every step.",
+                      _signature(common + own), help_)
 
 
 @task(positional=["lab"], help={**{k: v for k, v in TARGET_HELP.items() if k not in ("report", "format")},
-                                "lab": "The lab to undo: chroot or docker."})
+                                "lab": "The lab to undo: its name (inv lab.list)."})
 @user_errors
 def lab_reset(c, lab, provider=None, vm=None, host=None, key=None):
     """Undo a lab on the target (mounts, files, images) so that a student can start over."""
@@ -407,6 +436,85 @@ def lab_list(c):
         console.print(table)
 
 
+@task(positional=["lab"], help={**TARGET_HELP, "lab": "The lab to test: its name (inv lab.list).",
+                                "provider": "qemu (default, and auto): a fresh VM in a temporary state directory, "
+                                            "destroyed afterwards; ssh (with --host) or bakerx: the machine as "
+                                            "lab.reset leaves it."})
+@user_errors
+def lab_test(c, lab, provider=None, vm=None, host=None, key=None, report=None, format_=None):
+    """The lab author's proof on a fresh machine: checks fail before each step and pass after it, a re-run
+    finds every step done, the self-check changes nothing, and lab.reset undoes the lab."""
+    if lab not in LABS:
+        raise UsageError(f"Unknown lab '{lab}'.", f"Choose one of: {', '.join(LABS)}.")
+    fmt = _report_format(report, format_)
+    console = _console()
+    settings = _lab_settings(c.config, lab, {})
+    chosen = choose(provider or c.config.target.provider, host, _plain(c.config.bakerx),
+                    lambda message: console.print(message))
+    with _fresh_target(c, lab, console, chosen, vm, host, key, settings["workdir"]) as remote:
+        runner = Runner(LABS[lab], remote, SilentReporter(), settings, provider=chosen)
+        if chosen != "qemu":
+            console.print(f"Undoing the {lab} lab on {remote.target.name} first (lab.reset)")
+            runner.reset(on_line=lambda line: None)
+        result = test_lab(runner, lambda line: console.print(line, markup=False))
+    console.print(f"lab.test {lab}: {result.summary['passed']} passed, {result.summary['failed']} failed "
+                  f"in {result.duration_s:.0f} s")
+    _finish(result, report, fmt, lab)
+
+
+@contextmanager
+def _fresh_target(c, lab, console, provider, vm, host, key, workdir):
+    """A connected Remote: for qemu a new VM (overlay disk on the cached image) in a temporary state
+    directory, destroyed at the end; else the machine the provider names."""
+    if provider != "qemu":
+        remote = _connect(c, lab, console, provider, vm, host, key, workdir)
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
+    name = vm or c.config[lab].vm
+    with tempfile.TemporaryDirectory(prefix="labkit-test-") as state:
+        vms = vm_provider("qemu", {**_plain(c.config.vm), "state_dir": state},
+                          lambda message: console.print(f"Fresh {name}: {message}"))
+        try:
+            target = vms.up(name)
+            if workdir:
+                target = replace(target, workdir=workdir)
+            remote = _remote(c.config, target)
+            try:
+                yield remote
+            finally:
+                remote.close()
+        finally:
+            vms.destroy(name)
+
+
+@task(positional=["name"], help={"name": "The new lab's name (lower case letters, digits and _): its tasks "
+                                          "become lab.NAME and check.NAME.",
+                                  "dir": "Where to make the folder NAME (default: the current directory)."})
+@user_errors
+def lab_new(c, name, dir=None):
+    """Make a lab folder NAME: a lab.yaml with one step, its solve and check scripts; it passes validation."""
+    folder = Path(dir or ".").expanduser() / name
+    scaffold(folder, name)
+    _console().print(f"Made {folder}: add {folder.parent.resolve()} to labs.paths in invoke.yaml, then "
+                     f"inv lab.test {name}.")
+
+
+@task(name="list")
+def lab_list(c):
+    """List the labs and their steps (id, title, interactive, destructive)."""
+    console = _console()
+    for lab in LABS.values():
+        table = Table(title=f"{lab.name}: {lab.title}", title_justify="left")
+        for column in ("step", "title", "interactive", "destructive"):
+            table.add_column(column)
+        for step in lab.steps:
+            table.add_row(step.id, step.title, "yes" if step.interactive else "", "yes" if step.destructive else "")
+        console.print(table)
+
+
 # --- check.* --------------------------------------------------------------------------------------
 
 CHECK_HELP = {
@@ -421,32 +529,26 @@ CHECK_HELP = {
 }
 
 
-@task(help=CHECK_HELP)
-@user_errors
-def check_chroot(c, provider=None, vm=None, host=None, key=None, report=None, workdir=None, inventory=None,
-                 parallel=0, watch=0, format_=None):
-    """Check the student's chroot lab, read-only: which steps are done, which are wrong, and hints."""
-    if watch:
-        _watch_class(c, "chroot", inventory, parallel, report, format_, watch)
-    elif inventory:
-        _check_class(c, "chroot", inventory, parallel, report, format_)
-    else:
-        _check_lab(c, "chroot", provider=provider, vm=vm, host=host, key=key, report=report, fmt=format_,
-                   workdir=workdir)
+def check_task(lab):
+    """`check.<name>`: the read-only self-check of one machine, or of a class with --inventory."""
 
+    def body(c, provider=None, vm=None, host=None, key=None, report=None, workdir=None, inventory=None,
+             parallel=0, watch=0, format_=None):
+        if watch:
+            _watch_class(c, lab.name, inventory, parallel, report, format_, watch)
+        elif inventory:
+            _check_class(c, lab.name, inventory, parallel, report, format_)
+        else:
+            _check_lab(c, lab.name, provider=provider, vm=vm, host=host, key=key, report=report, fmt=format_,
+                       workdir=workdir)
 
-@task(help={**CHECK_HELP, "workdir": "Directory holding the student's Dockerfile (default: the login user's home)."})
-@user_errors
-def check_docker(c, provider=None, vm=None, host=None, key=None, report=None, workdir=None, inventory=None,
-                 parallel=0, watch=0, format_=None):
-    """Check the student's docker lab, read-only: daemon, group, images, Dockerfile, java11 and mvn."""
-    if watch:
-        _watch_class(c, "docker", inventory, parallel, report, format_, watch)
-    elif inventory:
-        _check_class(c, "docker", inventory, parallel, report, format_)
-    else:
-        _check_lab(c, "docker", provider=provider, vm=vm, host=host, key=key, report=report, fmt=format_,
-                   workdir=workdir)
+    params = [*((name, None) for name in _TARGET_PARAMS), ("report", None), ("workdir", None), ("inventory", None),
+              ("parallel", 0), ("watch", 0), ("format_", None)]
+    help_ = {**CHECK_HELP, "workdir": f"Directory the {lab.name} lab works in (default: {lab.name}.workdir, "
+                                      "empty: the login user's home)."}
+    return _made_task(body, f"check.{lab.name}",
+                      f"Check the student's {lab.name} lab, read-only: which steps are done, which are wrong, and hints.",
+                      _signature(params), help_)
 
 
 # --- grade.* --------------------------------------------------------------------------------------
@@ -459,20 +561,22 @@ GRADE_HELP = {
 }
 
 
-@task(help=GRADE_HELP)
-@user_errors
-def grade_chroot(c, submission=None, report=None, format_=None, vm=None):
-    """Grade a student's container.sh on a fresh VM: labkit builds the rootfs, installs the file, checks."""
-    # The grading VM is the built-in image, which has a static busybox: no download needed.
-    _grade_lab(c, "chroot", submission=submission, report=report, fmt=format_, vm=vm,
-               overrides={"busybox.source": "target"})
+def grade_task(lab):
+    """`grade.<name>` for a lab with files to hand in: grade a submission on a fresh VM."""
+
+    def body(c, submission=None, report=None, format_=None, vm=None):
+        _grade_lab(c, lab.name, submission=submission, report=report, fmt=format_, vm=vm,
+                   overrides=dict(lab.grading_settings))
+
+    handins = ", ".join(handin.name for handin in lab.handins)
+    return _made_task(body, f"grade.{lab.name}",
+                      f"Grade a student's {handins} for the {lab.name} lab on a fresh VM: labkit does the other "
+                      "steps, installs the files, checks.",
+                      _signature([("submission", None), ("report", None), ("format_", None), ("vm", None)]), GRADE_HELP)
 
 
-@task(help=GRADE_HELP)
-@user_errors
-def grade_docker(c, submission=None, report=None, format_=None, vm=None):
-    """Grade a student's Dockerfile on a fresh VM: labkit readies Docker, installs the file, builds, checks."""
-    _grade_lab(c, "docker", submission=submission, report=report, fmt=format_, vm=vm, overrides={})
+# What is made for every lab found: lab.<name>, check.<name>, and grade.<name> where a lab has hand-ins.
+LAB_TASK_FACTORIES = {"lab": lab_task, "check": check_task, "grade": grade_task}
 
 
 SETUP_HELP = {
@@ -625,10 +729,18 @@ def _collection(name: str, *tasks_, **named) -> Collection:
     return collection
 
 
+def _per_lab(kind: str, *tasks_, **named) -> Collection:
+    """The collection `kind` with a task for every lab found (lab.chroot, check.docker, ...); grade
+    only for labs with hand-ins."""
+    factory = LAB_TASK_FACTORIES[kind]
+    labs = {name: lab for name, lab in LABS.items() if kind != "grade" or lab.handins}
+    return _collection(kind, *tasks_, **named, **{name: factory(lab) for name, lab in labs.items()})
+
+
 ns = Collection()
-ns.add_collection(_collection("lab", lab_list, chroot=lab_chroot, docker=lab_docker, reset=lab_reset))
-ns.add_collection(_collection("check", check_setup, chroot=check_chroot, docker=check_docker))
-ns.add_collection(_collection("grade", chroot=grade_chroot, docker=grade_docker))
+ns.add_collection(_per_lab("lab", lab_list, reset=lab_reset, test=lab_test, new=lab_new))
+ns.add_collection(_per_lab("check", check_setup))
+ns.add_collection(_per_lab("grade"))
 ns.add_collection(_collection("vm", vm_ssh_config, up=vm_up, status=vm_status, ssh=vm_ssh, down=vm_down,
                               destroy=vm_destroy, prune=vm_prune))
 ns.add_collection(_collection("render", render_container_sh, render_dockerfile))

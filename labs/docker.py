@@ -16,7 +16,7 @@ from pathlib import Path
 from shlex import quote
 
 from .errors import StepFailed, UsageError
-from .model import Cause, Check, Handin, Lab, Step
+from .model import Cause, Check, Handin, Lab, Option, Step
 from .providers.ssh import CommandTimedOutError
 from .providers.target import LAB_VM_MARKER
 from .runner import StepContext
@@ -39,6 +39,30 @@ i=0; until docker version >/dev/null 2>&1; do
   i=$((i + 1)); [ $i -le 120 ] || { echo "dockerd did not come back within 2 minutes"; exit 1; }; sleep 1
 done
 """
+
+
+DEFAULTS = {
+    "vm": "docker0",
+    "workdir": "",
+    "points": {},
+    "hidden": [],
+    "install_method": "script",
+    "install_script_url": "https://get.docker.com/",
+    "registry_mirror": "",
+    "insecure_registries": [],
+    "preload": [],
+    "allow_destructive": False,
+    "images": {"hello": "hello-world", "base": "ubuntu:18.04"},
+    "tag": "java11",
+    "build_timeout": 3600,
+    "expect": {"hello": "Hello from Docker!", "mvn": "Apache Maven"},
+    "dockerfile": {
+        "apt_update": True,
+        "packages": [["openjdk-11-jre-headless", "wget", "curl", "unzip"], ["git"], ["maven"]],
+        "java_home": "/usr/lib/jvm/java-11-openjdk-amd64",
+        "extra_instructions": [],
+    },
+}
 
 
 def dockerfile_values(settings: dict) -> dict:
@@ -194,6 +218,7 @@ def join_docker_group(ctx: StepContext) -> None:
 
 # The socket's permission bits as ls shows them (-rw-rw-rw- after chmod 666): the 9th says "others may write".
 SOCKET_OPEN = """sock=/var/run/docker.sock
+# shellcheck disable=SC2012  # the mode string of one known path: stat options differ between GNU and BusyBox builds
 perm=$(ls -lL "$sock" 2>/dev/null | cut -c1-10)
 case "$perm" in ????????w?) open=yes;; *) open=;; esac
 """
@@ -201,13 +226,13 @@ case "$perm" in ????????w?) open=yes;; *) open=;; esac
 GROUP_MEMBER = SOCKET_OPEN + r"""[ "$LOGIN_USER" != root ] || { echo "root needs no group"; exit 0; }
 groups=$(id -nG "$LOGIN_USER")
 echo "$LOGIN_USER is in the groups: $groups"
-if printf '%s\n' $groups | grep -qx docker; then
+if printf '%s\n' "$groups" | tr ' ' '\n' | grep -qx docker; then
   [ -z "$open" ] || { echo "$sock is $perm"; echo "labkit-cause socket-open"; }
   exit 0
 fi
 echo "$LOGIN_USER is not in the docker group"
 grep -q '^docker:' /etc/group || { echo "there is no group named docker on this machine"; echo "labkit-cause no-group"; exit 1; }
-similar=$(printf '%s\n' $groups | grep -i docker | head -n 1)
+similar=$(printf '%s\n' "$groups" | tr ' ' '\n' | grep -i docker | head -n 1)
 [ -z "$similar" ] || { echo "in the group $similar, which is not docker"; echo "labkit-cause similar"; exit 1; }
 [ -z "$open" ] || { echo "$sock is $perm: docker works only because the socket is open to every user"; echo "labkit-cause socket-instead"; }
 exit 1
@@ -449,12 +474,16 @@ LAB = Lab(
     name="docker",
     title="Introducing Docker containers",
     variables=variables,
+    defaults=DEFAULTS,
+    options=(Option("allow-destructive", "allow_destructive", "Run the isolation step (rm -rf / inside a container) "
+                    "even on a machine that labkit did not provision as a lab VM.", boolean=True),),
     cleanup="rm -f /tmp/labkit-upload-*\n",
     handins=(Handin("Dockerfile", '"$DOCKERFILE"', "dockerfile", 0o644),),
     # Docker itself and the group stay: they are the machine's, not the exercise's.
     reset="""rm -f /tmp/labkit-upload-*
 for image in "$TAG" "$HELLO_IMAGE" "$BASE_IMAGE"; do
   ids=$(docker ps -aq --filter "ancestor=$image" 2>/dev/null)
+  # shellcheck disable=SC2086  # one word per container id
   [ -z "$ids" ] || docker rm -f $ids
   ! docker image inspect "$image" >/dev/null 2>&1 || docker rmi -f "$image"
 done

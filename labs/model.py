@@ -87,6 +87,18 @@ class Handin:
 
 
 @dataclass(frozen=True)
+class Option:
+    """A flag of a lab's own `lab.<name>` task: `--flag VALUE` (or a bare `--flag` when `boolean`) sets
+    `setting`, a dotted path inside the lab's settings. `validate` raises UsageError on a bad value."""
+
+    flag: str
+    setting: str
+    help: str
+    boolean: bool = False
+    validate: Callable[[str], None] | None = None
+
+
+@dataclass(frozen=True)
 class Lab:
     """An ordered list of steps, a clean-up script the runner always runs at the end, and a reset
     script that undoes the whole lab on the target so that a student can start over."""
@@ -101,6 +113,11 @@ class Lab:
     # Shell run as root on a fresh grading VM before the handed-in files go in: what the workshop's
     # machine has and the built-in image lacks (the chroot lab: /bin/ash, Alpine's shell).
     grading_setup: str = ""
+    # Settings a grading run overrides (dotted paths: the chroot lab takes busybox from the VM itself).
+    grading_settings: dict = field(default_factory=dict)
+    # The lab's configuration section (`<name>.*`, with at least `vm` and `workdir`) and its own flags.
+    defaults: dict = field(default_factory=lambda: {"vm": "con0", "workdir": ""})
+    options: tuple[Option, ...] = ()
 
     def __post_init__(self):
         seen: set[str] = set()

@@ -60,9 +60,9 @@ def _integer(value) -> int:
         raise UsageError(f"'{value}' is not a whole number.", "Set a number in the configuration.") from None
 
 
-def _environment(autoescape: bool = False) -> jinja2.Environment:
+def _environment(autoescape: bool = False, directory: str = "") -> jinja2.Environment:
     environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(resource("templates"))),
+        loader=jinja2.FileSystemLoader(directory or str(resource("templates"))),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -85,13 +85,14 @@ def render_html(name: str, values: dict) -> str:
     return _environment(autoescape=True).get_template(name).render(**values)
 
 
-def render(name: str, values: dict, config_section: str) -> str:
-    """Render templates/`name`; a value it needs but did not get is a configuration error."""
+def render(name: str, values: dict, config_section: str, directory: str = "") -> str:
+    """Render templates/`name` (or `directory`/`name`, a lab folder's template); a value it needs
+    but did not get is a configuration error."""
     values = dict(values)
     if "shebang" in values:
         values["shebang"] = _interpreter(values["shebang"])
     try:
-        return _environment().get_template(name).render(**values)
+        return _environment(directory=directory).get_template(name).render(**values)
     except jinja2.UndefinedError as error:
         missing = re.search(r"'([^']+)' is undefined", str(error))
         key = missing.group(1) if missing else str(error)

@@ -25,19 +25,20 @@ DOC = ROOT / "docs" / "configuration.md"
 CODE = ROOT / "labs"
 TEMPLATES = ROOT / "templates"
 # Nested recipe tables are documented as a whole.
-WHOLE = {"vm.images", "vm.vms", "chroot.points", "docker.points"}
+WHOLE = {"vm.images", "vm.vms", "chroot.points", "docker.points", "namespaces.variables"}
 
 # (module, function or "*" for all of the module, variable) -> the configuration prefixes it holds
 # ("" the whole configuration; two prefixes when it holds either lab's section; [] when it is not configuration).
 HOLDERS: dict[tuple[str, str, str], list[str]] = {
     ("cli.py", "*", "config"): [""],
-    ("cli.py", "*", "settings"): ["chroot", "docker"],
+    ("cli.py", "*", "settings"): ["chroot", "docker", "namespaces"],
     ("cli.py", "render_container_sh", "settings"): ["chroot"],
     ("cli.py", "render_dockerfile", "settings"): ["docker"],
     ("chroot.py", "*", "settings"): ["chroot"],
     ("docker.py", "*", "settings"): ["docker"],
     ("model.py", "*", "settings"): ["chroot", "docker"],
     ("grading.py", "*", "vm_settings"): ["vm"],
+    ("folder.py", "*", "settings"): ["namespaces"],
     ("providers/__init__.py", "*", "vm_settings"): ["vm"],
     ("providers/__init__.py", "*", "bakerx_settings"): ["bakerx"],
     ("providers/qemu.py", "*", "settings"): ["vm"],
@@ -62,6 +63,7 @@ REPORT_TEMPLATES = {"class-page.html.j2"}
 NOT_CONFIGURATION = {
     "chroot.state_dir": "added by labs.cli._lab_settings from vm.state_dir",
     "docker.state_dir": "added by labs.cli._lab_settings from vm.state_dir",
+    "namespaces.state_dir": "added by labs.cli._lab_settings from vm.state_dir",
     "docker.dockerfile.base_image": "filled in by labs.docker.dockerfile_values from docker.images.base",
 }
 DICT_METHODS = {"get", "items", "keys", "values", "copy", "update", "setdefault", "pop"}
