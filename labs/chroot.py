@@ -338,7 +338,7 @@ SYMLINKS_CHECK = Check(
     "Install them: chroot rootfs /bin/busybox --install -s",
     causes=(
         Cause("outside", "The applet symlinks point to a path outside the rootfs, which does not exist in the chroot.",
-              "Remove them (find rootfs -type l -delete) and install them from inside: chroot rootfs /bin/busybox --install -s"),
+              "Remove them (find rootfs -type l -exec rm {} +) and install them from inside: chroot rootfs /bin/busybox --install -s"),
         Cause("hard-links", "The applets are hard links or copies, not symlinks (busybox --install without -s).",
               "Remove them and install symlinks: chroot rootfs /bin/busybox --install -s"),
         Cause("shared-folder", "The rootfs is inside a shared folder (VirtualBox vboxsf, 9p, virtiofs, a network share), "
@@ -410,6 +410,7 @@ interpreter=$(echo "${line#??}" | sed "s/^ *//; s/ .*//")
 if [ ! -x "$interpreter" ]; then
   echo "interpreter $interpreter does not exist here"
   [ "$interpreter" != /bin/ash ] || echo "labkit-cause ash"
+  [ "$interpreter" != /bin/bash ] || echo "labkit-cause bash"
   exit 1
 fi
 echo "#!$interpreter"
@@ -426,6 +427,9 @@ echo "#!$interpreter"
                     "Make #!/bin/sh the very first line (no blank line or comment before it)."),
               Cause("ash", "container.sh starts with #!/bin/ash, which only Alpine (and busybox installs) have; this machine has none.",
                     "Use #!/bin/sh here: the workshop's #!/bin/ash is for Alpine."),
+              Cause("bash", "container.sh starts with #!/bin/bash, but this machine has no bash (Alpine, like the "
+                            "workshop's con0, has only BusyBox ash).",
+                    "Use the workshop's #!/bin/ash, or #!/bin/sh, and keep the script to sh syntax (no [[ ]])."),
           )),
 )
 
