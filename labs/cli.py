@@ -502,19 +502,6 @@ def lab_new(c, name, dir=None):
                      f"inv lab.test {name}.")
 
 
-@task(name="list")
-def lab_list(c):
-    """List the labs and their steps (id, title, interactive, destructive)."""
-    console = _console()
-    for lab in LABS.values():
-        table = Table(title=f"{lab.name}: {lab.title}", title_justify="left")
-        for column in ("step", "title", "interactive", "destructive"):
-            table.add_column(column)
-        for step in lab.steps:
-            table.add_row(step.id, step.title, "yes" if step.interactive else "", "yes" if step.destructive else "")
-        console.print(table)
-
-
 # --- check.* --------------------------------------------------------------------------------------
 
 CHECK_HELP = {

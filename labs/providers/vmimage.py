@@ -116,7 +116,7 @@ DPKG_EXCLUDES = [
 # initramfs-tools trigger); emulated, each took 7-8 min here. Images other than x86_64 (the cached x86
 # images stay as they are) divert update-initramfs during the install and make the initramfs once at
 # the end: (essential hooks, customize hooks); INITRD_ONCE is part of their cache key.
-INITRD_ONCE = "initrd-once-1"
+INITRD_ONCE = "initrd-once-2"
 INITRD_ONCE_HOOKS = (
     ['chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs',
      'ln -s /bin/true "$1"/usr/sbin/update-initramfs'],
@@ -477,8 +477,9 @@ def build_image(settings: dict, image: str, progress: Callable[[str], None], for
             '--aptopt=Acquire::Retries "3"',
             *(f"--dpkgopt={rule}" for rule in DPKG_EXCLUDES),
             *(f"--essential-hook={hook}" for hook in ([] if arch == "x86_64" else INITRD_ONCE_HOOKS[0])),
-            *(f"--customize-hook={hook}" for hook in customize_hooks(recipe, overlay)),
+            # The initramfs first: mkinitramfs needs Debian's own tools, which a BusyBox userland then shadows.
             *(f"--customize-hook={hook}" for hook in ([] if arch == "x86_64" else INITRD_ONCE_HOOKS[1])),
+            *(f"--customize-hook={hook}" for hook in customize_hooks(recipe, overlay)),
             settings["suite"], str(rootfs_tar), settings["mirror"],
         ])
         progress(f"Building image {image}: copying out the kernel and initrd")
