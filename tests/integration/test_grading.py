@@ -166,7 +166,7 @@ def test_run_autograder_grades_a_submission_on_a_fresh_vm(sample, env, qemu_sett
     assert sum(t["max_score"] for t in report["tests"]) == 6
     assert "Preparing the grading VM grade-chroot-" in result.stdout
     if sample == "crlf":
-        assert "CRLF" in report["tests"][0]["output"] and "sed -i 's/\\r$//' container.sh" in report["tests"][0]["output"]
+        assert "CR LF" in report["tests"][0]["output"] and "sed -i 's/\\r$//' container.sh" in report["tests"][0]["output"]
     assert grading_vms(qemu_settings) == []  # destroyed after grading
 
 
