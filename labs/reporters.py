@@ -124,19 +124,21 @@ class PlainReporter:
                 return
             # A pass with a hint is a warning: it works, but not the way the workshop means (or slowly).
             self._line(result.step, f"check {result.id}: pass: {result.message} {took}")
-            for line in result.detail.splitlines():
-                self._line(result.step, f"  saw: {line}")
-            self._line(result.step, f"  warning, hint: {result.hint}")
+            self._evidence(result, "  warning, hint: ")
             return
         if result.status == SKIP:
             reason = f": {result.message}" if result.message else ""
             self._line(result.step, f"check {result.id}: skip{reason} {took}")
             return
         self._line(result.step, f"{result.status.upper()} check {result.id}: {result.message} {took}")
+        self._evidence(result, "  hint: ")
+
+    def _evidence(self, result: CheckResult, hint_label: str) -> None:
+        """What the check saw, a line each, then its hint (if any) behind `hint_label`."""
         for line in result.detail.splitlines():
             self._line(result.step, f"  saw: {line}")
         if result.hint:
-            self._line(result.step, f"  hint: {result.hint}")
+            self._line(result.step, f"{hint_label}{result.hint}")
 
     def step_finished(self, step: Step, result: StepResult) -> None:
         label = _step_label(result, self._mode)

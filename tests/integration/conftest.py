@@ -1,6 +1,7 @@
 """Shared real targets for the integration tests: the QEMU micro VM `con0`, booted once per session."""
 
 import os
+import time
 
 import pytest
 
@@ -22,6 +23,15 @@ def recording_provider(settings: dict) -> tuple[QemuProvider, list[str]]:
         messages.append(message)
         progress(message)
     return QemuProvider(settings, note), messages
+
+
+def booted(provider: QemuProvider, messages: list[str], vm: str):
+    """Boot `vm`, show how long it took to answer SSH, yield (provider, target, messages), then destroy it."""
+    started = time.monotonic()
+    target = provider.up(vm)
+    progress(f"{vm} boot to SSH: {time.monotonic() - started:.0f} s")
+    yield provider, target, messages
+    provider.destroy(vm)
 
 
 @pytest.fixture(scope="session")

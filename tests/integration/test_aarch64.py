@@ -20,7 +20,7 @@ import yaml
 from labs.providers import vmimage
 from labs.providers.ssh import Remote
 from tests import cli
-from tests.integration.conftest import progress as show, recording_provider
+from tests.integration.conftest import booted, progress as show, recording_provider
 from tests.remote import sh
 
 pytestmark = pytest.mark.vm
@@ -43,11 +43,7 @@ def arm0(settings):
     built = json.loads((image / "image.json").read_text())
     show(f"aarch64 image: built in {built['build_seconds']} s (cached after the first run), ready after "
          f"{time.monotonic() - started:.0f} s")
-    started = time.monotonic()
-    target = provider.up(VM)
-    show(f"arm0 boot to SSH: {time.monotonic() - started:.0f} s")
-    yield provider, target, messages
-    provider.destroy(VM)
+    yield from booted(provider, messages, VM)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from labs.providers import cloudimage
 from labs.providers import vmimage
 from labs.providers.ssh import Remote
 from tests import cli, cloud_image
-from tests.integration.conftest import progress as show, recording_provider
+from tests.integration.conftest import booted, progress as show, recording_provider
 from tests.remote import sh
 
 pytestmark = pytest.mark.vm
@@ -134,12 +134,7 @@ def test_a_published_checksum_file_gives_the_same_cached_image(fetched, settings
 @pytest.fixture(scope="module")
 def cloud0(settings, fetched):
     """The VM booted from the cloud image: (provider, target, progress messages, boot seconds)."""
-    provider, messages = recording_provider(settings)
-    started = time.monotonic()
-    target = provider.up(VM)
-    show(f"cloud0 boot to SSH: {time.monotonic() - started:.0f} s")
-    yield provider, target, messages
-    provider.destroy(VM)
+    yield from booted(*recording_provider(settings), VM)
 
 
 @pytest.fixture(scope="module")
