@@ -49,8 +49,9 @@ cloud_config_modules: []
 cloud_final_modules: []
 """
 NETWORK = "[Match]\nName=en* eth*\n[Network]\nDHCP=ipv4\n"
-SYSLINUX_CFG = ("DEFAULT linux\nPROMPT 0\nTIMEOUT 0\nLABEL linux\n  KERNEL /vmlinuz\n  INITRD /initrd.img\n"
-                "  APPEND root=/dev/vda2 rw console=ttyS0 net.ifnames=0 quiet\n")
+# Not quiet, and SYSLINUX on the serial line too: a boot that hangs shows in serial.log where it stopped.
+SYSLINUX_CFG = ("SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\nLABEL linux\n  KERNEL /vmlinuz\n"
+                "  INITRD /initrd.img\n  APPEND root=/dev/vda2 rw console=ttyS0 net.ifnames=0\n")
 HOOKS = [
     'rm -f "$1"/etc/ssh/ssh_host_*',
     f"printf '%s' '{CLOUD_CFG}' > \"$1\"/etc/cloud/cloud.cfg.d/90-labkit-test.cfg",

@@ -14,6 +14,7 @@ Settings (the toolkit's `vm` config subtree; `DEFAULTS` holds every key):
 | `disk_size`     | `"2G"`                          | root filesystem size of an image (part of its cache key)  |
 | `boot_timeout`  | `120`                           | seconds from starting QEMU until sshd must answer         |
 | `cloud_boot_timeout` | `600`                      | the same for a cloud-image VM (cloud-init runs first)     |
+| `boot_attempts` | `2`                             | boots of one `vm.up` before giving up on a guest that hangs |
 | `build_timeout` | `1800`                          | seconds one image build step may take                     |
 | `mirror`        | `"http://deb.debian.org/debian"`| Debian mirror for the build and the guest's apt           |
 | `suite`         | `"bookworm"`                    | Debian suite                                              |
@@ -71,6 +72,7 @@ DEFAULTS: dict = {
     "disk_size": "2G",
     "boot_timeout": 120,
     "cloud_boot_timeout": 600,
+    "boot_attempts": 2,
     "build_timeout": 1800,
     "mirror": "http://deb.debian.org/debian",
     "suite": "bookworm",
@@ -325,6 +327,23 @@ def start_qemu(argv: list[str], cwd: Path, system: str | None = None) -> tuple[i
         return process.wait(3), errors.read_text(errors="replace")
     except subprocess.TimeoutExpired:
         return 0, ""
+
+
+class BootHung(Exception):
+    """A guest that did not answer on SSH in time, now killed: (message, hint, console)."""
+
+    def __init__(self, message: str, hint: str, console: str):
+        super().__init__(message)
+        self.message, self.hint, self.console = message, hint, console
+
+
+def console_tail(serial: Path) -> str:
+    """One sentence on what the guest's serial console last showed, for a boot that hung."""
+    try:
+        lines = [line.strip() for line in serial.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    return f"Its console last showed: {lines[-1][:160]}." if lines else "Its console showed nothing."
 
 
 def free_port() -> int:
@@ -676,6 +695,19 @@ class QemuProvider:
         return image_dir
 
     def _boot(self, vm: str) -> None:
+        """Start QEMU and wait for sshd; a guest that stays silent is killed and started again from the
+        same disk, up to `boot_attempts` boots: under emulation a boot can hang for no fault of the
+        image (seen here once: a guest that printed nothing for 600 s booted at once when restarted)."""
+        attempts = max(1, int(self.settings["boot_attempts"]))
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._boot_once(vm)
+            except BootHung as hung:
+                if attempt == attempts:
+                    raise TargetError(hung.message, hung.hint) from None
+                self.progress(f"{hung.message} {hung.console} Starting it again (boot {attempt + 1} of {attempts}).")
+
+    def _boot_once(self, vm: str) -> None:
         """Start QEMU detached (retrying when the chosen port got taken) and wait for sshd."""
         vm_dir, meta = self._vm_dir(vm), self._meta(vm)
         image_dir = self._check_image(vm, meta)
@@ -714,7 +746,8 @@ class QemuProvider:
         self.progress(f"{vm} is up: {meta['user']}@{HOST}:{port} (SSH answered {time.monotonic() - started:.1f} s after QEMU started)")
 
     def _wait_for_ssh(self, vm: str, pid: int, port: int, started: float) -> None:
-        """Poll for the SSH banner until boot_timeout; kill QEMU and name the serial log on failure."""
+        """Poll for the SSH banner until boot_timeout; kill QEMU and raise BootHung when it passes,
+        TargetError when QEMU ends by itself (a crash or a reboot is not retried)."""
         vm_dir = self._vm_dir(vm)
         serial = vm_dir / "serial.log"
         meta = self._meta(vm)
@@ -729,8 +762,8 @@ class QemuProvider:
                 raise TargetError(f"VM '{vm}' stopped while booting.", f"See its serial console log: {serial}")
             if now - started > timeout:
                 self._kill(pid, vm_dir)
-                raise TargetError(f"VM '{vm}' did not answer on SSH within {timeout:.0f} s.",
-                                  f"See its serial console log: {serial}")
+                raise BootHung(f"VM '{vm}' did not answer on SSH within {timeout:.0f} s.",
+                               f"See its serial console log: {serial}", console_tail(serial))
             if now >= next_note:
                 cloud_note = f"; cloud-init sets it up first, allowing {timeout:.0f} s" if cloud else ""
                 self.progress(f"Waiting for {vm} to answer on SSH ({now - started:.0f} s){cloud_note}")

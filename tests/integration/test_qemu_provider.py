@@ -152,14 +152,24 @@ def test_destroy_removes_the_vm_directory(scratch, qemu_settings):
     assert "scratch0" not in [s.name for s in scratch.status()]
 
 
-def test_boot_timeout_kills_qemu_and_names_the_serial_log(qemu_settings):
-    provider = QemuProvider({**qemu_settings, "vms": {"slow0": "chroot"}, "boot_timeout": 1})
+def test_a_boot_that_hangs_is_tried_again_then_named_with_the_serial_log(qemu_settings):
+    """A 1 s boot_timeout makes every boot 'hang': both boots are killed, the second is announced
+    with what the console showed, and the error names the serial log. The disk the two killed
+    boots leave is still good: the same VM then boots with the normal timeout."""
+    messages: list[str] = []
+    provider = QemuProvider({**qemu_settings, "vms": {"slow0": "chroot"}, "boot_timeout": 1}, messages.append)
     try:
         with pytest.raises(TargetError) as error:
             provider.up("slow0")
         assert "did not answer on SSH within 1 s" in error.value.message
         assert str(Path(qemu_settings["state_dir"]) / "vms" / "slow0" / "serial.log") in error.value.hint
         assert state_of(provider, "slow0") == ("stopped", None)
+        assert sum(m.startswith("Booting slow0") for m in messages) == 2, messages
+        again = [m for m in messages if "Starting it again (boot 2 of 2)" in m]
+        assert len(again) == 1 and "did not answer on SSH within 1 s. Its console" in again[0], messages
+        target = QemuProvider({**qemu_settings, "vms": {"slow0": "chroot"}}).up("slow0")
+        with connect(target) as client:
+            assert run(client, "echo up") == "up\n"
     finally:
         provider.destroy("slow0")
 

@@ -166,7 +166,8 @@ def test_unwritable_cache_dir_is_a_target_error(tmp_path):
 
 def test_defaults_document_every_setting():
     assert set(DEFAULTS) == {"cache_dir", "state_dir", "memory", "cpus", "disk_size", "boot_timeout", "build_timeout",
-                             "mirror", "suite", "accel", "arch", "images", "vms", "cloud_boot_timeout"}
+                             "mirror", "suite", "accel", "arch", "images", "vms", "cloud_boot_timeout",
+                             "boot_attempts"}
     assert DEFAULTS["vms"]["con0"] == "chroot" and DEFAULTS["mirror"] == "http://deb.debian.org/debian"
 
 
