@@ -72,9 +72,9 @@ def settings(served, tmp_path_factory):
             "old": {**recipe, "url": f"{server.url}/old.qcow2"},
         },
         "vms": {VM: "cloudtest"},
-        # It answers in about 20 s here; a boot that hangs is then tried again (vm.boot_attempts) long
-        # before the default 600 s, which is meant for distribution images on slow laptops.
-        "cloud_boot_timeout": 180,
+        # It answers in about 20 s on a quiet machine, 85 s beside other busy VMs; a boot that hangs is
+        # then tried again (vm.boot_attempts) long before the default 600 s, meant for slow laptops.
+        "cloud_boot_timeout": 240,
     }
     shutil.rmtree(cache)  # hundreds of MiB that pytest would otherwise keep for three sessions
 
