@@ -98,6 +98,13 @@ def _discover() -> dict:
 
 LABS = _discover()
 DEFAULTS.update({name: lab.defaults for name, lab in LABS.items()})
+# An install made before labs became entry points (or a copy of the code without pip) registers none.
+NO_LABS_HINT = ("labkit finds its own labs through its package's entry points: run scripts/setup again "
+                "(or pip install -e . in the project).")
+
+
+def _choose_a_lab() -> str:
+    return f"Choose one of: {', '.join(LABS)}." if LABS else NO_LABS_HINT
 
 
 TARGET_HELP = {
@@ -411,7 +418,7 @@ def lab_task(lab):
 def lab_reset(c, lab, provider=None, vm=None, host=None, key=None):
     """Undo a lab on the target (mounts, files, images) so that a student can start over."""
     if lab not in LABS:
-        raise UsageError(f"Unknown lab '{lab}'.", f"Choose one of: {', '.join(LABS)}.")
+        raise UsageError(f"Unknown lab '{lab}'.", _choose_a_lab())
     console = _console()
     settings = _lab_settings(c.config, lab, {})
     remote = _connect(c, lab, console, provider, vm, host, key, settings["workdir"])
@@ -427,6 +434,8 @@ def lab_reset(c, lab, provider=None, vm=None, host=None, key=None):
 def lab_list(c):
     """List the labs and their steps (id, title, interactive, destructive)."""
     console = _console()
+    if not LABS:
+        console.print(f"No labs found. {NO_LABS_HINT}")
     for lab in LABS.values():
         table = Table(title=f"{lab.name}: {lab.title}", title_justify="left")
         for column in ("step", "title", "interactive", "destructive"):
@@ -445,7 +454,7 @@ def lab_test(c, lab, provider=None, vm=None, host=None, key=None, report=None, f
     """The lab author's proof on a fresh machine: checks fail before each step and pass after it, a re-run
     finds every step done, the self-check changes nothing, and lab.reset undoes the lab."""
     if lab not in LABS:
-        raise UsageError(f"Unknown lab '{lab}'.", f"Choose one of: {', '.join(LABS)}.")
+        raise UsageError(f"Unknown lab '{lab}'.", _choose_a_lab())
     fmt = _report_format(report, format_)
     console = _console()
     settings = _lab_settings(c.config, lab, {})
