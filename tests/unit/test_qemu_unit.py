@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from labs.errors import TargetError, UsageError
-from labs.providers import vmimage
+from labs.providers import qemu, vmimage
 from labs.providers.qemu import (
     DEFAULTS,
     HostFacts,
@@ -151,6 +151,51 @@ def test_newest_kernel_with_an_initrd_is_extracted(tmp_path):
     assert (tmp_path / "vmlinuz").read_bytes() == b"k10" and (tmp_path / "initrd.img").read_bytes() == b"i10"
 
 
+def _cpio_members(data: bytes) -> list[tuple[str, int, bytes]]:
+    """(name, mode, data) of each member of a newc cpio archive, the trailer left out."""
+    members, offset = [], 0
+    while True:
+        fields = [int(data[offset + 6 + 8 * i:offset + 14 + 8 * i], 16) for i in range(13)]
+        name_end = offset + 110 + fields[11]
+        name = data[offset + 110:name_end - 1].decode()
+        start = name_end + (-name_end % 4)
+        if name == "TRAILER!!!":
+            return members
+        members.append((name, fields[1], data[start:start + fields[6]]))
+        offset = start + fields[6] + (-(start + fields[6]) % 4)
+
+
+def test_the_initramfs_carries_busybox_init_and_the_virtio_modules_in_load_order(tmp_path):
+    version = "6.1.0-10-cloud-amd64"
+    modules = f"./usr/lib/modules/{version}"
+    dep = ("kernel/drivers/virtio/virtio.ko:\nkernel/drivers/virtio/virtio_ring.ko:\n"
+           "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n"
+           "kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n"
+           "kernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko kernel/drivers/virtio/virtio.ko\n"
+           "kernel/net/core/failover.ko:\nkernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko\n"
+           "kernel/fs/unused.ko:\n")
+    files = {"./usr/bin/busybox": b"busybox", f"{modules}/modules.dep": dep.encode()}
+    for line in dep.splitlines():
+        files[f"{modules}/{line.split(':')[0]}"] = line.split(":")[0].encode()
+    _tar_with(tmp_path / "root.tar", files)
+    vmimage.write_initramfs(tmp_path / "root.tar", version, tmp_path / "initrd.img")
+    members = {name: (mode, data) for name, mode, data in _cpio_members((tmp_path / "initrd.img").read_bytes())}
+    assert members["init"] == (0o100755, vmimage.initramfs_init()) and members["bin/busybox"][1] == b"busybox"
+    assert members["dev/console"][0] == 0o020600
+    loaded = [name.split("/")[-1] for name in members if name.startswith("lib/modules/") and name.endswith(".ko")]
+    assert loaded == ["01-virtio.ko", "02-virtio_ring.ko", "03-virtio_pci.ko", "04-virtio_blk.ko", "05-failover.ko",
+                      "06-virtio_net.ko", "07-virtio-rng.ko"]
+    assert members["lib/modules/03-virtio_pci.ko"][1] == b"kernel/drivers/virtio/virtio_pci.ko"
+
+
+def test_an_initramfs_without_a_module_it_needs_is_a_target_error(tmp_path):
+    version = "6.1.0-10-cloud-amd64"
+    _tar_with(tmp_path / "root.tar", {"./usr/bin/busybox": b"busybox",
+                                      f"./usr/lib/modules/{version}/modules.dep": b"kernel/fs/unused.ko:\n"})
+    with pytest.raises(TargetError, match="no module virtio_pci"):
+        vmimage.write_initramfs(tmp_path / "root.tar", version, tmp_path / "initrd.img")
+
+
 def test_an_image_without_kernel_is_a_target_error(tmp_path):
     _tar_with(tmp_path / "root.tar", {"./etc/hostname": b"x"})
     with pytest.raises(TargetError):
@@ -256,9 +301,38 @@ def test_waiting_for_sshd_keeps_few_connections_open():
         stop.set()
         thread.join()
         server.close()
-    # At 0, 0.3, 0.75, 1.4, 2.4 and 3.9 s at the most, and never more than four at once (a fixed
+    # At 0, 0.3, 0.75, 1.4, 2.4 and 3.4 s at the most, and never more than four at once (a fixed
     # 0.3 s interval without a limit would hold some thirteen open).
     assert 2 <= seen[0] <= 6 and most[0] <= 4
+
+
+def test_a_refused_probe_is_retried_soon():
+    """A listener that closes every connection at once, like a guest whose network is up before its sshd:
+    the probes follow each other closely instead of backing off, yet at a bounded rate."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    seen, stop = [0], threading.Event()
+
+    def refuse():
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                server.accept()[0].close()
+                seen[0] += 1
+            except TimeoutError:
+                pass
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    try:
+        assert not ssh_banner(server.getsockname()[1], timeout=3.0)
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    # Backing off alone would connect five times (0, 0.3, 0.75, 1.4 and 2.4 s); one every 0.2 s at most.
+    assert 6 <= seen[0] <= 3.0 / qemu.PROBE_REFUSED_RETRY + 1
 
 
 def test_a_hung_build_step_is_stopped_at_its_timeout(tmp_path):
