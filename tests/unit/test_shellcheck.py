@@ -86,3 +86,11 @@ def rendered_scripts() -> list:
 @pytest.mark.parametrize("text", rendered_scripts())
 def test_installed_scripts_pass_shellcheck(text, tmp_path):
     assert shellcheck(text.split("\n", 1)[1], tmp_path, "installed") == ""
+
+
+@pytest.mark.parametrize("name", ["rc", "initramfs-init"])
+def test_the_built_in_images_boot_scripts_pass_shellcheck(name):
+    """The guest's own boot scripts (BusyBox sh): /etc/rc and the x86-64 initramfs's /init."""
+    result = subprocess.run(["shellcheck", "-s", "sh", "-e", EXCLUDED, "-f", "gcc", str(ROOT / "scripts" / "guest" / name)],
+                            capture_output=True, text=True)
+    assert result.stdout == ""
