@@ -766,7 +766,8 @@ class QemuProvider:
         if meta.get("arch", "x86_64") != vmimage.MACHINE_ALIASES.get(platform.machine().lower()):
             timeout *= vmimage.FOREIGN_BUILD_FACTOR  # another CPU's guest, emulated instruction by instruction
         next_note = time.monotonic() + PROGRESS_EVERY
-        while not ssh_banner(port, timeout=PROBE_WINDOW):
+        # A probe window never runs past the timeout: a banner after it does not count.
+        while not ssh_banner(port, timeout=max(0.0, min(PROBE_WINDOW, started + timeout - time.monotonic()))):
             now = time.monotonic()
             if not _pid_alive(pid, vm_dir):
                 raise TargetError(f"VM '{vm}' stopped while booting.", f"See its serial console log: {serial}")
