@@ -74,7 +74,9 @@ def _stop_run(client: paramiko.SSHClient, token: str, sudo: bool, timeout: float
         channel = client.get_transport().open_session(timeout=timeout)
         channel.settimeout(timeout + STOP_GRACE_S)
         channel.exec_command(f"sudo -n {command}" if sudo else command)
-        channel.recv_exit_status()
+        # Not recv_exit_status(): it waits without a bound, and a hung machine would hold its
+        # worker of a class check far beyond the timeouts.
+        channel.status_event.wait(timeout + STOP_GRACE_S)
         channel.close()
     except (paramiko.SSHException, EOFError, OSError, AttributeError):
         pass
@@ -279,6 +281,20 @@ class Remote:
         known_hosts = Path(target.known_hosts)
         self._trust_host_keys(connection.client, known_hosts)
         try:
+            self._login(connection)
+        except BaseException:
+            # paramiko keeps a transport that got as far as the host key or the login running (its
+            # thread and socket) after connect() raises: a class of refused logins would pile them up.
+            connection.client.close()
+            if gateway is not None:
+                gateway.close()
+            raise
+        return connection
+
+    def _login(self, connection: Connection) -> None:
+        """Open `connection`, every failure said as a TargetError (Unreachable when it may pass)."""
+        target, known_hosts = self.target, Path(self.target.known_hosts)
+        try:
             connection.open()
         except paramiko.BadHostKeyException:
             label = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
@@ -310,7 +326,6 @@ class Remote:
             reason = next((cause.strerror for cause in reasons if cause.strerror), "") or error.strerror or error
             raise Unreachable(f"Cannot connect to {target.address}: {reason}.",
                               "Check the host and port, and that the machine is up (inv vm.status).") from None
-        return connection
 
     def _trust_host_keys(self, client: paramiko.SSHClient, known_hosts: Path) -> None:
         if known_hosts.exists():
@@ -456,8 +471,11 @@ class Remote:
                               "Check the free space and permissions there (df -h; ls -ld).") from None
 
     def close(self) -> None:
+        """Close the connection and its ProxyJump gateway, which fabric leaves open."""
         if self._connection is not None:
             self._connection.close()
+            if isinstance(self._connection.gateway, Connection):
+                self._connection.gateway.close()
             self._connection = None
 
 
