@@ -8,6 +8,7 @@ not create, the first key seen is recorded and every later one must match (OpenS
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import logging
 import os
@@ -158,6 +159,8 @@ def key_in_agent(key: Path) -> bool | None:
 
 _passphrase_keys: dict[Path, paramiko.PKey] = {}
 _passphrase_lock = threading.Lock()
+# Keys without a passphrase, parsed once per file version: a class check logs in with one key many times.
+_plain_keys: dict[tuple[Path, int, int], paramiko.PKey] = {}
 
 
 def key_arguments(key_path: Path) -> dict:
@@ -168,12 +171,21 @@ def key_arguments(key_path: Path) -> dict:
     decrypted key). Raises UsageError without a terminal, or for a wrong passphrase or unreadable key.
     """
     check_key_file(key_path)
+    info = key_path.stat()
+    version = (key_path, info.st_mtime_ns, info.st_size)
+    # paramiko only finds a certificate (KEY-cert.pub) beside a key it is given by file name.
+    by_name = Path(f"{key_path}-cert.pub").exists()
     with _passphrase_lock:
         if key_path in _passphrase_keys:
             return {"pkey": _passphrase_keys[key_path], "look_for_keys": False, "allow_agent": False}
+        if version in _plain_keys and not by_name:
+            return {"pkey": _plain_keys[version], "look_for_keys": False, "allow_agent": False}
         try:
-            paramiko.PKey.from_path(key_path)
-            return {"key_filename": str(key_path), "look_for_keys": False, "allow_agent": False}
+            key = paramiko.PKey.from_path(key_path)
+            if by_name:
+                return {"key_filename": str(key_path), "look_for_keys": False, "allow_agent": False}
+            _plain_keys[version] = key
+            return {"pkey": key, "look_for_keys": False, "allow_agent": False}
         except (paramiko.PasswordRequiredException, TypeError):
             pass  # cryptography says "password-protected" with a TypeError
         except (paramiko.SSHException, ValueError) as error:
@@ -194,6 +206,29 @@ def key_arguments(key_path: Path) -> dict:
             del passphrase
         _passphrase_keys[key_path] = key
         return {"pkey": key, "look_for_keys": False, "allow_agent": False}
+
+
+_known_hosts: dict[Path, tuple[tuple[int, int], paramiko.HostKeys]] = {}
+_known_hosts_lock = threading.Lock()
+
+
+def pinned_keys(known_hosts: Path, label: str) -> dict[str, paramiko.PKey]:
+    """The keys `known_hosts` pins for `label` (`host`, or `[host]:port` off port 22), by key type.
+
+    The file is parsed once per version of it: a class check's known_hosts holds every student's
+    machine, and parsing all of it for each login made a class check quadratic in its size."""
+    try:
+        info = known_hosts.stat()
+    except FileNotFoundError:
+        return {}
+    version = (info.st_mtime_ns, info.st_size)
+    with _known_hosts_lock:
+        cached = _known_hosts.get(known_hosts)
+        if cached is None or cached[0] != version:
+            keys = paramiko.HostKeys()
+            keys.load(str(known_hosts))
+            cached = _known_hosts[known_hosts] = (version, keys)
+    return dict(cached[1].lookup(label) or {})
 
 
 class _RecordNewHostKey(paramiko.MissingHostKeyPolicy):
@@ -275,11 +310,11 @@ class Remote:
             gateway = Connection(jump_host, user=jump_user if "@" in target.proxy_jump else target.user,
                                  port=jump_port, connect_timeout=self.connect_timeout,
                                  connect_kwargs=dict(connect_kwargs), config=config)
-            self._trust_host_keys(gateway.client, Path(target.known_hosts))
+            self._trust_host_keys(gateway.client, Path(target.known_hosts), jump_host, jump_port)
         connection = Connection(target.host, user=target.user, port=target.port, gateway=gateway,
                                 connect_timeout=self.connect_timeout, connect_kwargs=connect_kwargs, config=config)
         known_hosts = Path(target.known_hosts)
-        self._trust_host_keys(connection.client, known_hosts)
+        self._trust_host_keys(connection.client, known_hosts, target.host, target.port)
         try:
             self._login(connection)
         except BaseException:
@@ -327,9 +362,10 @@ class Remote:
             raise Unreachable(f"Cannot connect to {target.address}: {reason}.",
                               "Check the host and port, and that the machine is up (inv vm.status).") from None
 
-    def _trust_host_keys(self, client: paramiko.SSHClient, known_hosts: Path) -> None:
-        if known_hosts.exists():
-            client.load_host_keys(str(known_hosts))
+    def _trust_host_keys(self, client: paramiko.SSHClient, known_hosts: Path, host: str, port: int) -> None:
+        label = host if port == 22 else f"[{host}]:{port}"
+        for key_type, key in pinned_keys(known_hosts, label).items():
+            client.get_host_keys().add(label, key_type, key)
         client.set_missing_host_key_policy(
             paramiko.RejectPolicy() if self.target.strict_host_key else _RecordNewHostKey(known_hosts))
 
@@ -479,13 +515,19 @@ class Remote:
             self._connection = None
 
 
+@functools.lru_cache(maxsize=8)
+def _ssh_config(path: Path, version: int) -> paramiko.SSHConfig:
+    """The parsed file, once per version: an inventory of a class names many hosts."""
+    return paramiko.SSHConfig.from_path(str(path))
+
+
 def ssh_config_entry(alias: str, path: Path | None = None) -> dict:
     """What ~/.ssh/config (or `path`) says for host `alias`, as OpenSSH reads it (paramiko's parser:
     first value wins, Match/Include supported); {} when the file or the alias is not there."""
     path = path or Path.home() / ".ssh" / "config"
     if not path.is_file():
         return {}
-    entry = paramiko.SSHConfig.from_path(str(path)).lookup(alias)
+    entry = _ssh_config(path, path.stat().st_mtime_ns).lookup(alias)
     return entry if set(entry) - {"hostname"} or entry.get("hostname", alias) != alias else {}
 
 
