@@ -208,7 +208,7 @@ def key_arguments(key_path: Path) -> dict:
         return {"pkey": key, "look_for_keys": False, "allow_agent": False}
 
 
-_known_hosts: dict[Path, tuple[tuple[int, int], paramiko.HostKeys]] = {}
+_known_hosts: dict[Path, tuple[tuple[int, int, int], paramiko.HostKeys]] = {}
 _known_hosts_lock = threading.Lock()
 
 
@@ -221,7 +221,7 @@ def pinned_keys(known_hosts: Path, label: str) -> dict[str, paramiko.PKey]:
         info = known_hosts.stat()
     except FileNotFoundError:
         return {}
-    version = (info.st_mtime_ns, info.st_size)
+    version = (info.st_ino, info.st_mtime_ns, info.st_size)
     with _known_hosts_lock:
         cached = _known_hosts.get(known_hosts)
         if cached is None or cached[0] != version:
