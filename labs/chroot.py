@@ -464,15 +464,7 @@ upper_of() { find /tmp -xdev -name "labkit-probe-$1" 2>/dev/null | head -n 1; }
 
 # Why a container of container.sh failed: its own output says it, the kernel's log often says more
 # (overlayfs explains a refused mount there), and the script's text shows the common slips.
-# It counts the kernel's overlayfs lines before the containers start (as grep -c would, but without
-# starting grep), so that a diagnosis shows only new ones.
-OVERLAY_DIAGNOSIS = r"""lk_nl='
-'
-lk_log=$(dmesg 2>/dev/null); lk_kernel=0
-while case "$lk_log" in *overlayfs:*) true;; *) false;; esac; do
-  lk_kernel=$((lk_kernel + 1)); lk_log=${lk_log#*overlayfs:}
-  case "$lk_log" in *"$lk_nl"*) lk_log=${lk_log#*"$lk_nl"};; *) lk_log="";; esac
-done
+OVERLAY_DIAGNOSIS = r"""lk_kernel=$(dmesg 2>/dev/null | grep -c 'overlayfs:')
 diagnose() {
   printf '%s\n' "$1" | grep -v '^ *$' | tail -n 5
   kernel=$(dmesg 2>/dev/null | grep 'overlayfs:' | tail -n +$((lk_kernel + 1)) | tail -n 1)
@@ -502,39 +494,42 @@ PROC_COMMANDS = ("mkdir -p /proc", "mount -t proc none /proc",
 # afterwards by construction: a container.sh that writes into it fails instead of leaving its probe
 # in an upper dir), the second one also mounting proc. It prints, in this order, where each
 # container's probe file landed under /tmp ("labkit-upper-N PATH", outside the overlays: -xdev),
-# then each container's output after a line "labkit-container-N"; a failing container instead
-# stops it with the diagnosis (exit status 1).
+# "labkit-second-sees-probe-1" if the second container saw the first one's file, then each
+# container's output after a line "labkit-container-N"; a failing container instead stops it with
+# the diagnosis (exit status 1). What the checks read on their passing path comes first or is found
+# by `case`: ash's ${var#*word} takes time quadratic in how far it scans, so a long output must not
+# be cut up that way.
 CONTAINERS = Probe("containers", in_private_namespace(
     CONTAINER_PROBE + OVERLAY_DIAGNOSIS + """first=$(container 1) || diagnose "$first"
 second=$(container 2 """ + " ".join(shlex.quote(command) for command in PROC_COMMANDS) + """) || diagnose "$second"
+lk_nl='
+'
 lk_found="$lk_nl$(find /tmp -xdev -name 'labkit-probe-[12]' 2>/dev/null)$lk_nl"
 for lk_n in 1 2; do
   lk_path=""
   case "$lk_found" in *"/labkit-probe-$lk_n$lk_nl"*) lk_path=${lk_found%%"/labkit-probe-$lk_n$lk_nl"*}; lk_path=${lk_path##*"$lk_nl"}/labkit-probe-$lk_n;; esac
   echo "labkit-upper-$lk_n $lk_path"
 done
+case "$second" in *labkit-sees-probe-1*) echo labkit-second-sees-probe-1;; esac
 printf '%s\\n' labkit-container-1 "$first" labkit-container-2 "$second"
 """))
 
-# Reads the probe CONTAINERS: fails with its output when it failed, else sets $first and $second
-# (each container's output) and $one and $two (where its probe file landed, or empty).
+# Reads the probe CONTAINERS: fails with its output when it failed; `part N` prints container N's output.
 CONTAINERS_READ = """[ "$PROBE_STATUS" -eq 0 ] || { printf '%s\\n' "$PROBE"; exit 1; }
 nl='
 '
-seen="$nl$PROBE"
-first=${seen#*"${nl}labkit-container-1"}; first=${first%%"${nl}labkit-container-2"*}
-second=${seen#*"${nl}labkit-container-2"}
-one=${seen#*"${nl}labkit-upper-1 "}; one=${one%%"$nl"*}
-two=${seen#*"${nl}labkit-upper-2 "}; two=${two%%"$nl"*}
+part() { printf '%s\\n' "$PROBE" | sed -n "/^labkit-container-$1\\$/,/^labkit-container-/{/^labkit-container-/!p;}"; }
 """
 
 OVERLAY_CHECK = Check(
     "overlay.isolated",
-    CONTAINERS_READ + """if [ -z "$one" ] || [ -z "$two" ]; then
-  printf '%s\\n' "$first" | tail -n 3; echo "files made in the containers are not in an upper directory under /tmp"; exit 1
+    CONTAINERS_READ + """one=${PROBE#*labkit-upper-1 }; one=${one%%"$nl"*}
+two=${PROBE#*labkit-upper-2 }; two=${two%%"$nl"*}
+if [ -z "$one" ] || [ -z "$two" ]; then
+  part 1 | tail -n 3; echo "files made in the containers are not in an upper directory under /tmp"; exit 1
 fi
 [ "${one%/*}" != "${two%/*}" ] || { echo "both containers share one upper directory"; exit 1; }
-case "$second" in *labkit-sees-probe-1*) echo "the second container sees the first one's file"; exit 1;; esac
+case "$PROBE" in *labkit-second-sees-probe-1*) echo "the second container sees the first one's file"; exit 1;; esac
 echo "two containers, own upper dirs ${one%/*} and ${two%/*}, rootfs unchanged"
 """,
     "container.sh does not give each container its own overlay snapshot of the rootfs.",
@@ -594,10 +589,9 @@ PROC_PROBE = """printf '%s\\n' 'mkdir -p /proc' 'mount -t proc none /proc' \\
 
 PROC_CHECKS = (
     Check("proc.visible",
-          CONTAINERS_READ + """proc=${second%%"${nl}labkit-proc-done"*}
-case "$proc" in *labkit-sees-pid-1*) ;; *) printf '%s\\n' "$proc" | tail -n 3; exit 1;; esac
-case "$proc" in *"${nl}labkit-processes:"*) ;; *) exit 1;; esac
-processes=${proc#*"${nl}labkit-processes:"}
+          CONTAINERS_READ + """case "$PROBE" in *labkit-sees-pid-1*) ;; *) part 2 | sed '/^labkit-proc-done$/,$d' | tail -n 3; exit 1;; esac
+case "$PROBE" in *"${nl}labkit-processes:"*) ;; *) exit 1;; esac
+processes=${PROBE##*"${nl}labkit-processes:"}
 echo "labkit-processes:${processes%%"$nl"*}"
 """,
           "Mounting proc inside a container does not work.",

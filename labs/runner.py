@@ -105,25 +105,12 @@ def preamble(variables: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# The start of a batch script: `lk_report NAME` prints each line of $lk_out behind the run's token,
-# "out" and the check's name, with builtins only (a process is slow to start on an emulated target).
-BATCH_PREAMBLE = """lk_nl='
-'
-lk_report() {
-  lk_rest="$lk_out$lk_nl"
-  while [ -n "$lk_rest" ]; do
-    printf '%s out %s %s\\n' "$lk_token" "$1" "${lk_rest%%"$lk_nl"*}"
-    lk_rest=${lk_rest#*"$lk_nl"}
-  done
-}
-"""
-
-
 def _judged(check: Check) -> str:
     """Runs `check`, then prints its output and exit status behind markers naming it."""
     name = shlex.quote(check.id)
     return (f"lk_out=$( {{ {check.script}\n}} </dev/null 2>&1 ); lk_status=$?\n"
-            f"lk_report {name}\nprintf '%s end %s %s\\n' \"$lk_token\" {name} \"$lk_status\"\n")
+            f"printf '%s\\n' \"$lk_out\" | while IFS= read -r lk_line; do printf '%s out %s %s\\n' \"$lk_token\" {name} \"$lk_line\"; done\n"
+            f"printf '%s end %s %s\\n' \"$lk_token\" {name} \"$lk_status\"\n")
 
 
 def _begin(check: Check) -> str:
@@ -148,7 +135,7 @@ def batch_script(checks: list[Check], token: str) -> str:
                     + f"PROBE=$( {{ {probe.script}\n}} </dev/null 2>&1 ); PROBE_STATUS=$?\n"
                     + "".join(_judged(check) for check in judges) + ") &")
     jobs += [f"(\n{_begin(check)}{_judged(check)}) &" for check in checks if not check.probe]
-    return f"lk_token={shlex.quote(token)}\n" + BATCH_PREAMBLE + "\n".join(jobs) + "\nwait\n"
+    return f"lk_token={shlex.quote(token)}\n" + "\n".join(jobs) + "\nwait\n"
 
 
 class Runner:
