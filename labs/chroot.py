@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import StepFailed, UsageError
-from .model import Cause, Check, Handin, Lab, Option, Step
+from .model import Cause, Check, Handin, Lab, Option, Probe, Step
 from .runner import StepContext
 from .templates import render
 
@@ -33,11 +33,11 @@ STAGED_BUSYBOX = "bin/busybox.labkit-new"
 # Runs a script in a private mount namespace where /, the workdir and the rootfs are read-only and
 # /tmp is a fresh tmpfs: containers work as usual, but nothing they (or a broken container.sh) do
 # survives. A workdir under /tmp is carried over through a scratch tmpfs on /mnt. Every mount
-# command costs a process, which is slow on an emulated VM, so only the needed ones run.
+# command costs a process, which is slow on an emulated VM, so only the needed ones run (unshare
+# itself makes every mount private, as `mount --make-rprivate /` would).
 PRIVATE_NAMESPACE = """command -v unshare >/dev/null || { echo "unshare is not installed on the target"; exit 1; }
-unshare -m sh -s <<'LABKIT_NAMESPACE'
+unshare -m --propagation private sh -s <<'LABKIT_NAMESPACE'
 lk_private() {
-  mount --make-rprivate / || return 1
   case "$WORKDIR/" in
     /tmp/*) mount -t tmpfs labkit-scratch /mnt && mkdir /mnt/work && mount --bind "$WORKDIR" /mnt/work || return 1 ;;
     *) mount --bind "$WORKDIR" "$WORKDIR" || return 1 ;;
@@ -245,7 +245,9 @@ def install_busybox(ctx: StepContext) -> None:
 # ELF header: byte 4 is the class (1: 32-bit, 2: 64-bit), bytes 18-19 the machine (e_machine).
 BUSYBOX_RUNS = """bb="$ROOTFS/bin/busybox"
 out=$(chroot "$ROOTFS" /bin/busybox --help 2>&1)
-first=$(printf '%s\\n' "$out" | head -n 1)
+nl='
+'
+first=${out%%"$nl"*}
 case "$first" in BusyBox*) echo "$first"; exit 0;; esac
 printf '%s\\n' "$out" | tail -n 3
 size=$(wc -c < "$bb" | tr -d ' ')
@@ -364,9 +366,15 @@ def chroot_shell(ctx: StepContext) -> None:
 CHROOT_SHELL = 'PS1="C-$ " exec chroot "$ROOTFS" /bin/busybox sh'
 
 CHROOT_SHELL_CHECKS = (
-    Check("chroot-shell.runs",
-          'printf "echo labkit-chroot-ok\\nexit\\n" | chroot "$ROOTFS" /bin/busybox sh | grep -x labkit-chroot-ok '
-          '|| { echo "no shell answered in the chroot"; exit 1; }',
+    Check("chroot-shell.runs", """out=$(chroot "$ROOTFS" /bin/busybox sh <<'EOF'
+echo labkit-chroot-ok
+exit
+EOF
+)
+nl='
+'
+case "$nl$out$nl" in *"${nl}labkit-chroot-ok$nl"*) echo labkit-chroot-ok;; *) echo "no shell answered in the chroot"; exit 1;; esac
+""",
           "A shell does not run inside the rootfs.",
           "Try it: chroot rootfs /bin/busybox sh. Busybox and its symlinks must be in place first."),
     Check("chroot-shell.clean",
@@ -400,13 +408,22 @@ CONTAINER_SCRIPT_CHECKS = (
           "container.sh is missing.", "Create container.sh next to rootfs, with the workshop's content."),
     Check("container-script.executable", '[ -x "$SCRIPT" ] || { echo "$SCRIPT is not executable"; exit 1; }',
           "container.sh is not executable.", "Make it executable: chmod +x container.sh"),
+    # One pass of `read` over the file; `od` looks for a byte order mark only when there is no #!.
     Check("container-script.interpreter", r"""cr=$(printf '\r')
-crlf=$(grep -c "$cr" "$SCRIPT")
+crlf=0; line=""; lines=0
+while IFS= read -r text || [ -n "$text" ]; do
+  lines=$((lines + 1)); [ "$lines" -gt 1 ] || line=$text
+  case "$text" in *"$cr"*) crlf=$((crlf + 1));; esac
+done < "$SCRIPT"
 [ "$crlf" -eq 0 ] || { echo "$crlf lines end with CR LF (Windows line endings)"; echo "labkit-cause crlf"; exit 1; }
-line=$(head -n 1 "$SCRIPT")
-case "$(od -An -tx1 -N3 "$SCRIPT" | tr -d ' ')" in efbbbf) echo "the file starts with a byte order mark (EF BB BF) before #!"; echo "labkit-cause bom"; exit 1;; esac
-case "$line" in "#!"*) ;; *) echo "first line: $line"; echo "labkit-cause no-shebang"; exit 1;; esac
-interpreter=$(echo "${line#??}" | sed "s/^ *//; s/ .*//")
+case "$line" in
+  "#!"*) ;;
+  *) case "$(od -An -tx1 -N3 "$SCRIPT" | tr -d ' ')" in efbbbf) echo "the file starts with a byte order mark (EF BB BF) before #!"; echo "labkit-cause bom"; exit 1;; esac
+     echo "first line: $line"; echo "labkit-cause no-shebang"; exit 1;;
+esac
+interpreter=${line#??}
+interpreter=${interpreter#"${interpreter%%[! ]*}"}
+interpreter=${interpreter%% *}
 if [ ! -x "$interpreter" ]; then
   echo "interpreter $interpreter does not exist here"
   [ "$interpreter" != /bin/ash ] || echo "labkit-cause ash"
@@ -435,10 +452,12 @@ echo "#!$interpreter"
 
 # --- overlay ------------------------------------------------------------------------------------
 
-# Feeds a container commands on stdin; $1 is its number, so each leaves its own probe file.
+# Feeds a container commands on stdin: `container N [COMMAND...]` leaves its own probe file
+# /labkit-probe-N, runs the COMMANDs, and lists / last (the container's exit status is that of ls).
 CONTAINER_PROBE = """container() {
+  lk_n=$1; shift
   printf '%s\\n' 'echo "labkit-prompt:$PS1"' "[ -e /labkit-probe-1 ] && echo labkit-sees-probe-1" \\
-    "touch /labkit-probe-$1" 'ls /' exit | "$SCRIPT" "$ROOTFS" 2>&1
+    "touch /labkit-probe-$lk_n" "$@" 'ls /' exit | "$SCRIPT" "$ROOTFS" 2>&1
 }
 upper_of() { find /tmp -xdev -name "labkit-probe-$1" 2>/dev/null | head -n 1; }
 """
@@ -464,18 +483,55 @@ diagnose() {
 }
 """
 
+# What a container does to see proc: mount it, count the processes it shows, look for pid 1,
+# unmount, and mark the end of what proc.visible judges.
+PROC_COMMANDS = ("mkdir -p /proc", "mount -t proc none /proc",
+                 'n=0; for p in /proc/[0-9]*; do [ -d "$p" ] && n=$((n + 1)); done; echo "labkit-processes: $n"',
+                 "[ -d /proc/1 ] && echo labkit-sees-pid-1", "umount /proc", "echo labkit-proc-done")
+
+# The containers the overlay and proc steps' checks judge, started once per check run: two
+# containers of container.sh in one private namespace (the rootfs read-only, so it is unchanged
+# afterwards by construction: a container.sh that writes into it fails instead of leaving its probe
+# in an upper dir), the second one also mounting proc. It prints, in this order, where each
+# container's probe file landed under /tmp ("labkit-upper-N PATH", outside the overlays: -xdev),
+# "labkit-second-sees-probe-1" if the second container saw the first one's file, then each
+# container's output after a line "labkit-container-N"; a failing container instead stops it with
+# the diagnosis (exit status 1). What the checks read on their passing path comes first or is found
+# by `case`: ash's ${var#*word} takes time quadratic in how far it scans, so a long output must not
+# be cut up that way.
+CONTAINERS = Probe("containers", in_private_namespace(
+    CONTAINER_PROBE + OVERLAY_DIAGNOSIS + """first=$(container 1) || diagnose "$first"
+second=$(container 2 """ + " ".join(shlex.quote(command) for command in PROC_COMMANDS) + """) || diagnose "$second"
+lk_nl='
+'
+lk_found="$lk_nl$(find /tmp -xdev -name 'labkit-probe-[12]' 2>/dev/null)$lk_nl"
+for lk_n in 1 2; do
+  lk_path=""
+  case "$lk_found" in *"/labkit-probe-$lk_n$lk_nl"*) lk_path=${lk_found%%"/labkit-probe-$lk_n$lk_nl"*}; lk_path=${lk_path##*"$lk_nl"}/labkit-probe-$lk_n;; esac
+  echo "labkit-upper-$lk_n $lk_path"
+done
+case "$second" in *labkit-sees-probe-1*) echo labkit-second-sees-probe-1;; esac
+printf '%s\\n' labkit-container-1 "$first" labkit-container-2 "$second"
+"""))
+
+# Reads the probe CONTAINERS: fails with its output when it failed; `part N` prints container N's output.
+CONTAINERS_READ = """[ "$PROBE_STATUS" -eq 0 ] || { printf '%s\\n' "$PROBE"; exit 1; }
+nl='
+'
+part() { printf '%s\\n' "$PROBE" | sed -n "/^labkit-container-$1\\$/,/^labkit-container-/{/^labkit-container-/!p;}"; }
+"""
+
 OVERLAY_CHECK = Check(
     "overlay.isolated",
-    # The namespace makes the rootfs read-only, so it is unchanged afterwards by construction: a
-    # container.sh that writes into it fails here instead of leaving its probe in an upper dir.
-    in_private_namespace(CONTAINER_PROBE + OVERLAY_DIAGNOSIS + """first=$(container 1) || diagnose "$first"
-second=$(container 2) || diagnose "$second"
-one=$(upper_of 1); two=$(upper_of 2)
-[ -n "$one" ] && [ -n "$two" ] || { printf '%s\\n' "$first" | tail -n 3; echo "files made in the containers are not in an upper directory under /tmp"; exit 1; }
+    CONTAINERS_READ + """one=${PROBE#*labkit-upper-1 }; one=${one%%"$nl"*}
+two=${PROBE#*labkit-upper-2 }; two=${two%%"$nl"*}
+if [ -z "$one" ] || [ -z "$two" ]; then
+  part 1 | tail -n 3; echo "files made in the containers are not in an upper directory under /tmp"; exit 1
+fi
 [ "${one%/*}" != "${two%/*}" ] || { echo "both containers share one upper directory"; exit 1; }
-case "$second" in *labkit-sees-probe-1*) echo "the second container sees the first one's file"; exit 1;; esac
+case "$PROBE" in *labkit-second-sees-probe-1*) echo "the second container sees the first one's file"; exit 1;; esac
 echo "two containers, own upper dirs ${one%/*} and ${two%/*}, rootfs unchanged"
-"""),
+""",
     "container.sh does not give each container its own overlay snapshot of the rootfs.",
     "Mount an overlay with lowerdir=$ROOTFS and an upperdir/workdir under /tmp/$nonce, then chroot into the overlay.",
     causes=(
@@ -488,15 +544,20 @@ echo "two containers, own upper dirs ${one%/*} and ${two%/*}, rootfs unchanged"
         Cause("upper-fs", "The overlay's upper directory is on a file system that cannot be an upperdir (a shared folder, say).",
               "Keep upper and workdir under /tmp on the VM's own disk, not in a shared folder."),
     ),
+    probe=CONTAINERS,
 )
 
 # Containers of the workshop's container.sh stay mounted after their shell exits: harmless for the
-# lab, but they add up. A warning, not a failure.
+# lab, but they add up. A warning, not a failure. (`read` over /proc/mounts: no process to start.)
 OVERLAY_LEFTOVERS = Check(
     "overlay.unmounted",
-    'found=$(awk \'$3 == "overlay" && $2 ~ "^/tmp/" { print $2 }\' /proc/mounts)\n'
-    'if [ -n "$found" ]; then echo "$found" | head -n 5; echo "$(echo "$found" | wc -l) overlays of earlier containers are mounted"; '
-    'echo "labkit-cause leftovers"; else echo "no container overlays left mounted"; fi',
+    """n=0
+while read -r _ dir type _; do
+  case "$type $dir" in "overlay /tmp/"*) n=$((n + 1)); [ "$n" -gt 5 ] || echo "$dir";; esac
+done < /proc/mounts
+if [ "$n" -gt 0 ]; then echo "$n overlays of earlier containers are mounted"; echo "labkit-cause leftovers"
+else echo "no container overlays left mounted"; fi
+""",
     "Overlays of earlier containers are still mounted under /tmp.",
     "Unmount them when done: umount /tmp/<nonce>/overlay (or inv lab.reset chroot to start over).",
 )
@@ -528,15 +589,24 @@ PROC_PROBE = """printf '%s\\n' 'mkdir -p /proc' 'mount -t proc none /proc' \\
 
 PROC_CHECKS = (
     Check("proc.visible",
-          in_private_namespace("out=$(" + PROC_PROBE.strip() + ")\n"
-                               'echo "$out" | grep -q labkit-sees-pid-1 || { echo "$out" | tail -n 3; exit 1; }\n'
-                               'echo "$out" | grep labkit-processes:'),
+          CONTAINERS_READ + """case "$PROBE" in *labkit-sees-pid-1*) ;; *) part 2 | sed '/^labkit-proc-done$/,$d' | tail -n 3; exit 1;; esac
+case "$PROBE" in *"${nl}labkit-processes:"*) ;; *) exit 1;; esac
+processes=${PROBE##*"${nl}labkit-processes:"}
+echo "labkit-processes:${processes%%"$nl"*}"
+""",
           "Mounting proc inside a container does not work.",
-          "Inside a container: mkdir -p /proc && mount -t proc none /proc (busybox's mount applet is needed)."),
+          "Inside a container: mkdir -p /proc && mount -t proc none /proc (busybox's mount applet is needed).",
+          probe=CONTAINERS),
     Check("proc.unmounted",
-          'found=$(awk -v r="$ROOTFS/proc" \'$3 == "proc" && ($2 ~ "^/tmp/.*/overlay/proc$" || $2 == r) { print $2 }\' /proc/mounts)\n'
-          '[ -z "$found" ] || { echo "still mounted: $found"; case "$found" in *"$ROOTFS/proc"*) echo "labkit-cause rootfs";; esac; exit 1; }\n'
-          'echo "no proc mounted in a container"',
+          """found=""; nl='
+'
+while read -r _ dir type _; do
+  [ "$type" = proc ] || continue
+  case "$dir" in /tmp/*/overlay/proc|"$ROOTFS/proc") found="$found${found:+$nl}$dir";; esac
+done < /proc/mounts
+[ -z "$found" ] || { echo "still mounted: $found"; case "$found" in *"$ROOTFS/proc"*) echo "labkit-cause rootfs";; esac; exit 1; }
+echo "no proc mounted in a container"
+""",
           "A proc filesystem is still mounted inside a container: it exposes every process of the VM.",
           "Unmount it: umount /tmp/<nonce>/overlay/proc",
           causes=(Cause("rootfs", "proc is mounted inside the rootfs itself (mounted in a plain chroot): every process "

@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 
 from .errors import UsageError
-from .model import Check, Lab, Step
+from .model import Check, Lab, Probe, Step
 from .resources import resource
 from .runner import StepContext
 from .templates import _environment, render
@@ -120,7 +120,9 @@ def load(folder: Path | str) -> Lab:
             if not (folder / item["template"]).is_file():
                 problems.append(f"{folder / LAB_FILE}: {where}.install[{index}].template: no file {item['template']} in {folder}")
         checks = tuple(Check(check["id"], script(check["script"], f"{where}.checks[{index}].script"),
-                             check["message"].strip(), check["hint"].strip())
+                             check["message"].strip(), check["hint"].strip(),
+                             probe=Probe(check["probe"], script(check["probe"], f"{where}.checks[{index}].probe"))
+                             if "probe" in check else None)
                        for index, check in enumerate(spec["checks"]))
         steps.append(Step(spec["id"], spec["title"], spec["explanation"].strip(),
                           _action(folder, data["name"], spec.get("install", []), library,

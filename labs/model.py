@@ -31,12 +31,27 @@ class Cause:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A costly look at the target that several checks judge, taken once per check run.
+
+    `script` runs like a check's script (read-only, as root, in the workdir), once before all the
+    checks of a run that name this probe, however many there are and whichever steps they belong to:
+    starting a container once, say, instead of once per check. Those checks find its output in
+    $PROBE and its exit status in $PROBE_STATUS.
+    """
+
+    id: str
+    script: str
+
+
+@dataclass(frozen=True)
 class Check:
     """A read-only probe of the target.
 
     `script` is POSIX sh run as root in the student's workdir with the lab's variables set; exit
     status 0 means the check passes. Its last lines of output are the evidence shown with the
-    verdict; a line `labkit-cause KEY` names one of `causes` as the reason.
+    verdict; a line `labkit-cause KEY` names one of `causes` as the reason. With a `probe`, the
+    script judges that probe's output ($PROBE, $PROBE_STATUS) instead of looking again itself.
     """
 
     id: str
@@ -44,6 +59,7 @@ class Check:
     message: str
     hint: str
     causes: tuple[Cause, ...] = ()
+    probe: Probe | None = None
 
     def cause(self, key: str) -> Cause | None:
         return next((cause for cause in self.causes if cause.key == key), None)

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Callable, TypeVar
 
 from .errors import DISK_FULL, DISK_FULL_HINT, DiskFull, LabError, StepFailed
-from .model import CAUSE_MARK, ERROR, FAIL, PASS, SKIP, Check, CheckResult, Lab, LabReport, Step, StepResult
+from .model import CAUSE_MARK, ERROR, FAIL, PASS, SKIP, Check, CheckResult, Lab, LabReport, Probe, Step, StepResult
 from .providers.ssh import CommandResult, ConnectionLost, Remote
 from .reporting import Reporter
 
@@ -105,23 +105,37 @@ def preamble(variables: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _judged(check: Check) -> str:
+    """Runs `check`, then prints its output and exit status behind markers naming it."""
+    name = shlex.quote(check.id)
+    return (f"lk_out=$( {{ {check.script}\n}} </dev/null 2>&1 ); lk_status=$?\n"
+            f"printf '%s\\n' \"$lk_out\" | while IFS= read -r lk_line; do printf '%s out %s %s\\n' \"$lk_token\" {name} \"$lk_line\"; done\n"
+            f"printf '%s end %s %s\\n' \"$lk_token\" {name} \"$lk_status\"\n")
+
+
+def _begin(check: Check) -> str:
+    return f"printf '%s begin %s\\n' \"$lk_token\" {shlex.quote(check.id)}\n"
+
+
 def batch_script(checks: list[Check], token: str) -> str:
     """One script running every check side by side, each in a background subshell.
 
     A check's output is held until it ends, then printed line by line behind a marker naming the
     check, so the lines of checks that run at the same time never mix. Whole lines are written at
-    once, which keeps them apart on the way back.
+    once, which keeps them apart on the way back. The checks that judge one probe share a subshell:
+    the probe runs once, first (their time counts from its start), then they judge its output in turn.
     """
-    jobs = []
+    probes: dict[Probe, list[Check]] = {}
     for check in checks:
-        name = shlex.quote(check.id)
-        jobs.append(
-            f"(\nprintf '%s begin %s\\n' {token} {name}\n"
-            f"lk_out=$( ( {check.script}\n) </dev/null 2>&1 ); lk_status=$?\n"
-            f"printf '%s\\n' \"$lk_out\" | while IFS= read -r lk_line; do printf '%s out %s %s\\n' {token} {name} \"$lk_line\"; done\n"
-            f"printf '%s end %s %s\\n' {token} {name} \"$lk_status\"\n) &"
-        )
-    return "\n".join(jobs) + "\nwait\n"
+        if check.probe:
+            probes.setdefault(check.probe, []).append(check)
+    jobs = []
+    for probe, judges in probes.items():
+        jobs.append("(\n" + "".join(_begin(check) for check in judges)
+                    + f"PROBE=$( {{ {probe.script}\n}} </dev/null 2>&1 ); PROBE_STATUS=$?\n"
+                    + "".join(_judged(check) for check in judges) + ") &")
+    jobs += [f"(\n{_begin(check)}{_judged(check)}) &" for check in checks if not check.probe]
+    return f"lk_token={shlex.quote(token)}\n" + "\n".join(jobs) + "\nwait\n"
 
 
 class Runner:

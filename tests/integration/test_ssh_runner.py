@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from labs.errors import TargetError, UsageError
-from labs.model import Check, Lab, Step
+from labs.model import Check, Lab, Probe, Step
 from labs.providers.ssh import Remote, parse_host, ssh_target
 from labs.reporting import SilentReporter
 from labs.runner import Runner
@@ -174,6 +174,27 @@ def test_check_is_one_batch_with_skips_after_a_failed_step(sshd, tmp_path, workd
     assert report.checks[0].detail == "no one"
     assert [s.status for s in report.steps] == ["fail", "skip", "skip"]
     assert sorted(p.name for p in workdir.iterdir()) == ["two"]
+
+
+def test_a_probe_runs_once_and_every_check_naming_it_judges_its_output(sshd, tmp_path, workdir):
+    """The probe counts its runs in a file of the workdir: one run serves checks of two steps, which
+    see its lines and exit status; a check without the probe does not wait for it."""
+    probe = Probe("count", 'echo run >> probe.log; echo "first line"; echo "seen: $(wc -l < probe.log)"; exit 3')
+    lab = Lab("probed", "Probed", steps=(
+        Step("a", "A", "", lambda ctx: None, (
+            Check("a.seen", 'case "$PROBE" in *"seen: 1"*) echo "$PROBE";; *) exit 1;; esac', "not seen", "-", probe=probe),
+            Check("a.plain", "echo plain", "never", "-"),
+        )),
+        Step("b", "B", "", lambda ctx: None, (
+            Check("b.status", '[ "$PROBE_STATUS" -eq 3 ] && echo "status $PROBE_STATUS"', "no status", "-", probe=probe),
+            Check("b.fails", 'echo "judged: ${PROBE%%\n*}"; exit 1', "failed as it should", "-", probe=probe),
+        )),
+    ))
+    report = Runner(lab, Remote(target_for(sshd, tmp_path, str(workdir))), SilentReporter(), {}).check()
+    verdicts = {c.id: (c.status, c.detail) for c in report.checks}
+    assert verdicts == {"a.seen": ("pass", "seen: 1"), "a.plain": ("pass", "plain"),
+                        "b.status": ("pass", "status 3"), "b.fails": ("fail", "judged: first line")}
+    assert (workdir / "probe.log").read_text() == "run\n"
 
 
 def test_check_of_a_missing_workdir_says_so(sshd, tmp_path):

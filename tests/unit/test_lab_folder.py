@@ -91,6 +91,15 @@ def test_a_valid_folder_compiles_to_the_model(tmp_path):
     assert lab.defaults == {"vm": "con0", "workdir": "", "variables": {}}
 
 
+def test_checks_naming_one_probe_share_it(tmp_path):
+    data = valid()
+    data["steps"][0]["checks"][0]["probe"] = "ok.sh"
+    data["steps"][1]["checks"][0]["probe"] = "ok.sh"
+    lab = folder.load(write_lab(tmp_path, data))
+    first, second = (step.checks[0].probe for step in lab.steps)
+    assert first == second and first.script == "true\n"
+
+
 def test_the_namespaces_lab_loads_with_its_library_in_every_check():
     lab = folder.load(NAMESPACES)
     assert lab.step_ids == ["rootfs", "mount", "pid", "proc", "uts", "net", "cgroup"]

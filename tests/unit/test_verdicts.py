@@ -36,8 +36,9 @@ def test_a_passing_check_that_names_a_cause_passes_with_a_warning():
 def test_every_cause_a_check_script_prints_is_declared_with_a_message_and_hint(lab):
     for step in lab.steps:
         for check in step.checks:
+            printed = check.script + (check.probe.script if check.probe else "")  # or the probe it judges
             for cause in check.causes:
-                assert cause.message and cause.hint and f"labkit-cause {cause.key}" in check.script, (check.id, cause.key)
+                assert cause.message and cause.hint and f"labkit-cause {cause.key}" in printed, (check.id, cause.key)
 
 
 def test_a_step_may_only_need_earlier_steps():
