@@ -28,8 +28,10 @@ from .templates import render
 RESTART_DOCKER = """if [ -d /run/systemd/system ]; then systemctl restart docker
 elif grep -q '^[^#].*respawn.*dockerd' /etc/inittab 2>/dev/null; then
   old=$(pidof dockerd 2>/dev/null || busybox pidof dockerd)
+  # shellcheck disable=SC2086 # $old may name several processes: split on purpose
   [ -z "$old" ] || kill $old
   i=0
+  # shellcheck disable=SC2086
   while [ -n "$old" ] && kill -0 $old 2>/dev/null; do
     i=$((i + 1)); [ $i -le 60 ] || { echo "dockerd does not stop"; exit 1; }; sleep 1
   done

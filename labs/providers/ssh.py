@@ -64,8 +64,10 @@ def stop_script(token: str) -> str:
     find = ("lk_pids() { for env in /proc/[0-9]*/environ; do "
             f"tr '\\000' '\\n' <\"$env\" 2>/dev/null | grep -qxF LABKIT_RUN={token} "
             "&& { pid=${env#/proc/}; echo \"${pid%/environ}\"; }; done; }\n")
-    return (f"{find}pids=$(lk_pids); [ -n \"$pids\" ] || exit 0; kill -TERM $pids 2>/dev/null; sleep {STOP_GRACE_S}\n"
-            "pids=$(lk_pids); [ -z \"$pids\" ] || kill -KILL $pids 2>/dev/null; exit 0")
+    # $pids is split into one argument per process on purpose.
+    return (f"{find}pids=$(lk_pids); [ -n \"$pids\" ] || exit 0\n"
+            f"# shellcheck disable=SC2086\nkill -TERM $pids 2>/dev/null; sleep {STOP_GRACE_S}\n"
+            "pids=$(lk_pids)\n# shellcheck disable=SC2086\n[ -z \"$pids\" ] || kill -KILL $pids 2>/dev/null; exit 0")
 
 
 def _stop_run(client: paramiko.SSHClient, token: str, sudo: bool, timeout: float) -> None:

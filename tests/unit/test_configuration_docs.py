@@ -57,8 +57,8 @@ HOLDER_NAME = re.compile(r"^(config|settings|\w+_settings)$")
 TEMPLATE_SECTIONS = {"container.sh.j2": "chroot.container_sh", "Dockerfile.j2": "docker.dockerfile",
                      # Per-VM values (labs.providers.cloudimage.seed_values), no configuration.
                      "cloud-init-user-data.j2": None, "cloud-init-meta-data.j2": None}
-# Templates filled from a run's results, not from settings.
-REPORT_TEMPLATES = {"class-page.html.j2"}
+# Templates filled from a run's results (a class check, scripts/bench), not from settings.
+REPORT_TEMPLATES = {"class-page.html.j2", "benchmarks.md.j2"}
 # Values the code reads from a settings dict that are not configuration keys, and where they come from.
 NOT_CONFIGURATION = {
     "chroot.state_dir": "added by labs.cli._lab_settings from vm.state_dir",
