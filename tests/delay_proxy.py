@@ -50,6 +50,7 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay
         await delivery
     finally:
         delivery.cancel()
+        await asyncio.wait([delivery])  # ended before this connection's task is gone, never left pending
 
 
 async def forward(client_reader, client_writer, target_port: int, delay: float) -> None:
@@ -59,18 +60,33 @@ async def forward(client_reader, client_writer, target_port: int, delay: float) 
     except OSError:
         client_writer.close()
         return
+    pipes = [asyncio.create_task(pipe(client_reader, upstream_writer, delay)),
+             asyncio.create_task(pipe(upstream_reader, client_writer, delay))]
     try:
-        await asyncio.gather(pipe(client_reader, upstream_writer, delay), pipe(upstream_reader, client_writer, delay))
+        await asyncio.gather(*pipes)
     except (OSError, asyncio.IncompleteReadError):
         pass
     finally:
+        # A reset in one direction ends the other too, and both have ended when this returns.
+        for task in pipes:
+            task.cancel()
+        await asyncio.wait(pipes)
         for writer in (client_writer, upstream_writer):
             writer.close()
 
 
 async def serve(delay: float, target_ports: list[int]) -> None:
-    servers = [await asyncio.start_server(lambda r, w, port=port: forward(r, w, port, delay), "127.0.0.1", 0,
-                                          backlog=512) for port in target_ports]
+    # asyncio's stream protocol lets go of a connection's task once the connection is lost; held here
+    # until it ends, a task is never destroyed while still forwarding (or closing) its connection.
+    running: set[asyncio.Task] = set()
+
+    def accept(reader, writer, port: int) -> None:
+        task = asyncio.create_task(forward(reader, writer, port, delay))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    servers = [await asyncio.start_server(lambda r, w, port=port: accept(r, w, port), "127.0.0.1", 0, backlog=512)
+               for port in target_ports]
     print(json.dumps([server.sockets[0].getsockname()[1] for server in servers]), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
     os._exit(0)  # at once: cancelling the open connections' tasks one by one only makes asyncio log them
