@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,3 +18,11 @@ def inv(*args: str) -> list[str]:
 def labkit(env: dict, *args: str, timeout: float) -> subprocess.CompletedProcess:
     """`inv ARGS` run to its end with no stdin, its output captured as text."""
     return subprocess.run(inv(*args), capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child the test will interrupt: Ctrl-C as a terminal would deliver it.
+
+    A test run started in the background by a non-interactive shell (`.ci/run &`) has SIGINT
+    ignored, and a Python child that starts with it ignored never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

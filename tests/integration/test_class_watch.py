@@ -71,7 +71,7 @@ def test_watch_shows_a_students_progress_and_ctrl_c_writes_the_last_report(class
     process = subprocess.Popen(cli.inv("check.chroot", "--inventory", str(inventory), "--watch", "1",
                                        "--report", str(report)),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                               env=env)
+                               env=env, preexec_fn=cli.default_sigint)
     try:
         lines = Lines(process.stdout)
         lines.wait_for("Watching chroot every 1s")

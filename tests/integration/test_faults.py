@@ -84,7 +84,7 @@ class Interrupted:
 def run_with_fault(env: dict, fault, *args: str, trigger: str = MID_OVERLAY, limit: float = 300) -> Interrupted:
     """Run `inv ARGS` and call `fault()` when its output shows `trigger`; the run is killed after `limit` s."""
     process = subprocess.Popen(cli.inv("-f", env["LABKIT_TEST_CONFIG"], *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env, stdin=subprocess.DEVNULL)
+                               env=env, stdin=subprocess.DEVNULL, preexec_fn=cli.default_sigint)
     watchdog = threading.Timer(limit, process.kill)
     watchdog.start()
     lines, faulted = [], False
