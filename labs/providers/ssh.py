@@ -161,8 +161,34 @@ def key_in_agent(key: Path) -> bool | None:
 
 _passphrase_keys: dict[Path, paramiko.PKey] = {}
 _passphrase_lock = threading.Lock()
-# Keys without a passphrase, parsed once per file version: a class check logs in with one key many times.
-_plain_keys: dict[tuple[Path, int, int], paramiko.PKey] = {}
+
+
+def file_version(path: Path) -> tuple[int, int, int]:
+    """What tells one version of a file from the next (inode, mtime in ns, size in bytes): the key of
+    the parsing caches below, since a class check reads the same key, known_hosts and ssh config for
+    every student. Raises OSError when the file is not there."""
+    info = path.stat()
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+@functools.lru_cache(maxsize=8)
+def _plain_key(path: Path, version: tuple[int, int, int]) -> paramiko.PKey:
+    """A private key file parsed, once per version; raises as PKey.from_path does (for a passphrase, say)."""
+    return paramiko.PKey.from_path(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _host_keys(path: Path, version: tuple[int, int, int]) -> paramiko.HostKeys:
+    """A known_hosts file parsed, once per version."""
+    keys = paramiko.HostKeys()
+    keys.load(str(path))
+    return keys
+
+
+@functools.lru_cache(maxsize=8)
+def _ssh_config(path: Path, version: tuple[int, int, int]) -> paramiko.SSHConfig:
+    """An ssh config file parsed, once per version."""
+    return paramiko.SSHConfig.from_path(str(path))
 
 
 def key_arguments(key_path: Path) -> dict:
@@ -173,20 +199,13 @@ def key_arguments(key_path: Path) -> dict:
     decrypted key). Raises UsageError without a terminal, or for a wrong passphrase or unreadable key.
     """
     check_key_file(key_path)
-    info = key_path.stat()
-    version = (key_path, info.st_mtime_ns, info.st_size)
-    # paramiko only finds a certificate (KEY-cert.pub) beside a key it is given by file name.
-    by_name = Path(f"{key_path}-cert.pub").exists()
     with _passphrase_lock:
         if key_path in _passphrase_keys:
             return {"pkey": _passphrase_keys[key_path], "look_for_keys": False, "allow_agent": False}
-        if version in _plain_keys and not by_name:
-            return {"pkey": _plain_keys[version], "look_for_keys": False, "allow_agent": False}
         try:
-            key = paramiko.PKey.from_path(key_path)
-            if by_name:
+            key = _plain_key(key_path, file_version(key_path))
+            if Path(f"{key_path}-cert.pub").exists():  # paramiko finds a certificate only beside a key file it is named
                 return {"key_filename": str(key_path), "look_for_keys": False, "allow_agent": False}
-            _plain_keys[version] = key
             return {"pkey": key, "look_for_keys": False, "allow_agent": False}
         except (paramiko.PasswordRequiredException, TypeError):
             pass  # cryptography says "password-protected" with a TypeError
@@ -210,27 +229,16 @@ def key_arguments(key_path: Path) -> dict:
         return {"pkey": key, "look_for_keys": False, "allow_agent": False}
 
 
-_known_hosts: dict[Path, tuple[tuple[int, int, int], paramiko.HostKeys]] = {}
-_known_hosts_lock = threading.Lock()
-
-
 def pinned_keys(known_hosts: Path, label: str) -> dict[str, paramiko.PKey]:
     """The keys `known_hosts` pins for `label` (`host`, or `[host]:port` off port 22), by key type.
 
     The file is parsed once per version of it: a class check's known_hosts holds every student's
     machine, and parsing all of it for each login made a class check quadratic in its size."""
     try:
-        info = known_hosts.stat()
+        version = file_version(known_hosts)
     except FileNotFoundError:
         return {}
-    version = (info.st_ino, info.st_mtime_ns, info.st_size)
-    with _known_hosts_lock:
-        cached = _known_hosts.get(known_hosts)
-        if cached is None or cached[0] != version:
-            keys = paramiko.HostKeys()
-            keys.load(str(known_hosts))
-            cached = _known_hosts[known_hosts] = (version, keys)
-    return dict(cached[1].lookup(label) or {})
+    return dict(_host_keys(known_hosts, version).lookup(label) or {})
 
 
 class _RecordNewHostKey(paramiko.MissingHostKeyPolicy):
@@ -517,19 +525,13 @@ class Remote:
             self._connection = None
 
 
-@functools.lru_cache(maxsize=8)
-def _ssh_config(path: Path, version: int) -> paramiko.SSHConfig:
-    """The parsed file, once per version: an inventory of a class names many hosts."""
-    return paramiko.SSHConfig.from_path(str(path))
-
-
 def ssh_config_entry(alias: str, path: Path | None = None) -> dict:
     """What ~/.ssh/config (or `path`) says for host `alias`, as OpenSSH reads it (paramiko's parser:
     first value wins, Match/Include supported); {} when the file or the alias is not there."""
     path = path or Path.home() / ".ssh" / "config"
     if not path.is_file():
         return {}
-    entry = _ssh_config(path, path.stat().st_mtime_ns).lookup(alias)
+    entry = _ssh_config(path, file_version(path)).lookup(alias)
     return entry if set(entry) - {"hostname"} or entry.get("hostname", alias) != alias else {}
 
 
