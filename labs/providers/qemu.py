@@ -336,12 +336,12 @@ def start_qemu(argv: list[str], cwd: Path, system: str | None = None) -> tuple[i
         return 0, ""
 
 
-class BootHung(Exception):
-    """A guest that did not answer on SSH in time, now killed: (message, hint, console)."""
+class BootHung(TargetError):
+    """A guest that did not answer on SSH in time, now killed; `console` says what it last showed."""
 
     def __init__(self, message: str, hint: str, console: str):
-        super().__init__(message)
-        self.message, self.hint, self.console = message, hint, console
+        super().__init__(message, hint)
+        self.console = console
 
 
 def console_tail(serial: Path) -> str:
@@ -714,7 +714,7 @@ class QemuProvider:
                 return self._boot_once(vm)
             except BootHung as hung:
                 if attempt == attempts:
-                    raise TargetError(hung.message, hung.hint) from None
+                    raise
                 self.progress(f"{hung.message} {hung.console} Starting it again (boot {attempt + 1} of {attempts}).")
 
     def _boot_once(self, vm: str) -> None:
