@@ -32,7 +32,8 @@ R, S = "/root/rootfs", "/root/container.sh"
 BB = f"{R}/bin/busybox"
 KEEP_BB, RESTORE_BB = f"cp -p {BB} /root/bb.keep", f"mv -f /root/bb.keep {BB}"
 KEEP_S, RESTORE_S = f"cp -p {S} /root/cs.keep", f"mv -f /root/cs.keep {S}"
-RELINK = f"find {R} -type l -exec rm -f {{}} +; chroot {R} /bin/busybox --install -s"
+UNLINK = f"find {R} -type l -exec rm -f {{}} +"  # every applet link (BusyBox find has no -delete)
+RELINK = f"{UNLINK}; chroot {R} /bin/busybox --install -s"
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,11 @@ CHROOT = {
     # The host's own busybox with its ELF machine field set to aarch64 (183 = octal 267).
     "busybox-other-cpu": Case(f"{KEEP_BB} && printf '\\267' | dd of={BB} bs=1 seek=18 count=1 conv=notrunc 2>/dev/null",
                               RESTORE_BB, "busybox.runs", ("another CPU", "aarch64", "x86_64")),
-    "symlinks-missing": Case(f"find {R} -type l -exec rm -f {{}} +", RELINK, "symlinks.installed", ("--install -s", "bin/sh")),
+    "symlinks-missing": Case(UNLINK, RELINK, "symlinks.installed", ("--install -s", "bin/sh")),
     # busybox --install run outside the chroot links every applet to the host's path of the file.
-    "symlinks-outside": Case(f"find {R} -type l -exec rm -f {{}} + && cd /root && rootfs/bin/busybox --install -s rootfs/bin",
+    "symlinks-outside": Case(f"{UNLINK} && cd /root && rootfs/bin/busybox --install -s rootfs/bin",
                              RELINK, "symlinks.installed", ("outside the rootfs", "-> /root/rootfs/bin/busybox")),
-    "symlinks-hard-links": Case(f"find {R} -type l -exec rm -f {{}} + && chroot {R} /bin/busybox --install",
+    "symlinks-hard-links": Case(f"{UNLINK} && chroot {R} /bin/busybox --install",
                                 f"find {R} -samefile {BB} ! -path {BB} -exec rm -f {{}} +; {RELINK}", "symlinks.installed",
                                 ("hard links", "--install -s")),
     "hello-left": Case(f"touch {R}/HELLO.txt", f"rm {R}/HELLO.txt", "chroot-shell.clean", ("rm HELLO.txt",)),

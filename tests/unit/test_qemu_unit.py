@@ -270,15 +270,29 @@ def test_only_an_ssh_banner_counts_as_ready():
     assert not ssh_banner(port, timeout=0.5)
 
 
-def test_waiting_for_sshd_keeps_few_connections_open():
-    """A silent listener, like a guest whose sshd is slow: the probes must not pile up on it."""
+def _probe_while(serve, timeout: float) -> bool:
+    """ssh_banner against a loopback listener whose connections `serve(server, stop)` handles in a
+    thread until `stop` is set; the listener is closed afterwards."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(64)
-    server.setblocking(False)
-    seen, most, stop = [0], [0], threading.Event()
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, args=(server, stop), daemon=True)
+    thread.start()
+    try:
+        return ssh_banner(server.getsockname()[1], timeout=timeout)
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
 
-    def watch():
+
+def test_waiting_for_sshd_keeps_few_connections_open():
+    """A silent listener, like a guest whose sshd is slow: the probes must not pile up on it."""
+    seen, most = [0], [0]
+
+    def watch(server, stop):
+        server.setblocking(False)
         open_ones = []
         while not stop.is_set():
             ready = select.select([server, *open_ones], [], [], 0.05)[0]
@@ -293,14 +307,7 @@ def test_waiting_for_sshd_keeps_few_connections_open():
         for sock in open_ones:
             sock.close()
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        assert not ssh_banner(server.getsockname()[1], timeout=4.0)
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
+    assert not _probe_while(watch, timeout=4.0)
     # At 0, 0.3, 0.75, 1.4, 2.4 and 3.4 s at the most, and never more than four at once (a fixed
     # 0.3 s interval without a limit would hold some thirteen open).
     assert 2 <= seen[0] <= 6 and most[0] <= 4
@@ -309,12 +316,9 @@ def test_waiting_for_sshd_keeps_few_connections_open():
 def test_a_refused_probe_is_retried_soon():
     """A listener that closes every connection at once, like a guest whose network is up before its sshd:
     the probes follow each other closely instead of backing off, yet at a bounded rate."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    seen, stop = [0], threading.Event()
+    seen = [0]
 
-    def refuse():
+    def refuse(server, stop):
         server.settimeout(0.1)
         while not stop.is_set():
             try:
@@ -323,14 +327,7 @@ def test_a_refused_probe_is_retried_soon():
             except TimeoutError:
                 pass
 
-    thread = threading.Thread(target=refuse, daemon=True)
-    thread.start()
-    try:
-        assert not ssh_banner(server.getsockname()[1], timeout=3.0)
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
+    assert not _probe_while(refuse, timeout=3.0)
     # Backing off alone would connect five times (0, 0.3, 0.75, 1.4 and 2.4 s); one every 0.2 s at most.
     assert 6 <= seen[0] <= 3.0 / qemu.PROBE_REFUSED_RETRY + 1
 
